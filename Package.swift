@@ -1,0 +1,100 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "dreamnet-healthd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "dreamnet-healthd", targets: ["dreamnet-healthd"]),
+        .executable(name: "dreamnet-healthctl", targets: ["dreamnet-healthctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+    ],
+    targets: [
+        // C shims: one system library each, nothing else.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+
+        // Pure core: states, transitions, damping, config model, encodings. No C, no I/O.
+        .target(name: "HealthCore"),
+
+        // Adapters.
+        .target(
+            name: "PostgresProbe",
+            dependencies: [
+                "HealthCore", "CLibPQ",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "StatusHTTP",
+            dependencies: [
+                "HealthCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "SystemdNotify",
+            dependencies: ["CSystemd"]
+        ),
+
+        // Composition root shared by the daemon's @main and the tests.
+        .target(
+            name: "HealthDaemon",
+            dependencies: [
+                "HealthCore", "PostgresProbe", "StatusHTTP", "SystemdNotify",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "dreamnet-healthd",
+            dependencies: [
+                "HealthDaemon", "HealthCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "dreamnet-healthctl",
+            dependencies: [
+                "HealthCore", "PostgresProbe", "StatusHTTP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+
+        // Tests: the pure core alone, and the whole thing against a real PostgreSQL.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "HealthCoreTests",
+            dependencies: ["HealthCore"]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

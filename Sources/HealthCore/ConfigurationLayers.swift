@@ -1,0 +1,111 @@
+/// Layers the sources of configuration, lowest first: defaults, the config file, the
+/// environment (`DATABASE_URL` only, the web app's convention), then command-line flags.
+public struct ConfigurationLayers: Sendable {
+    public var file: [ConfigKey: SourcedValue]
+    public var flags: [ConfigKey: SourcedValue]
+    public var environment: [String: String]
+
+    public init(
+        file: [ConfigKey: SourcedValue] = [:], flags: [ConfigKey: SourcedValue] = [:],
+        environment: [String: String] = [:]
+    ) {
+        self.file = file
+        self.flags = flags
+        self.environment = environment
+    }
+
+    /// Records a flag's value, if it was given.
+    public mutating func setFlag(_ key: ConfigKey, _ value: String?) {
+        guard let value else { return }
+        flags[key] = SourcedValue(value, source: .flag(key.flag))
+    }
+
+    public func resolve() throws(ConfigurationError) -> DaemonConfiguration {
+        var config = DaemonConfiguration.defaults
+
+        if let url = value(.databaseURL) {
+            config.databaseURL = url.text.isEmpty ? nil : url.text
+        } else if let url = environment["DATABASE_URL"], !url.isEmpty {
+            config.databaseURL = url
+        }
+        if let value = value(.interval) {
+            config.interval = try duration(.interval, value, minimum: .milliseconds(10))
+        }
+        if let value = value(.timeout) {
+            config.timeout = try duration(.timeout, value, minimum: .milliseconds(10), maximum: .seconds(60))
+        }
+        if let value = value(.fall) { config.fall = try count(.fall, value) }
+        if let value = value(.rise) { config.rise = try count(.rise, value) }
+        if let value = value(.socket) {
+            guard !value.text.isEmpty, !value.text.contains("\0") else {
+                throw invalid(.socket, value, "must be a file system path")
+            }
+            // sockaddr_un holds at most 107 bytes of path plus its terminator.
+            guard value.text.utf8.count <= 107 else {
+                throw invalid(.socket, value, "path is longer than a Unix socket address allows (107 bytes)")
+            }
+            config.socketPath = value.text
+        }
+        if let value = value(.requireDatabase) {
+            config.requireDatabase = try boolean(.requireDatabase, value)
+        }
+        if let value = value(.logLevel) {
+            guard let level = LogLevel(rawValue: value.text.lowercased()) else {
+                let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
+                throw invalid(.logLevel, value, "must be one of \(names), got '\(value.text)'")
+            }
+            config.logLevel = level
+        }
+        return config
+    }
+
+    /// Where the value of `key` came from, for error messages.
+    public func source(of key: ConfigKey) -> String? {
+        if let value = value(key) { return value.source.description }
+        if key == .databaseURL, environment["DATABASE_URL"] != nil { return ConfigSource.environment("DATABASE_URL").description }
+        return nil
+    }
+
+    private func value(_ key: ConfigKey) -> SourcedValue? {
+        flags[key] ?? file[key]
+    }
+
+    private func duration(
+        _ key: ConfigKey, _ value: SourcedValue, minimum: Duration, maximum: Duration = .seconds(86_400)
+    ) throws(ConfigurationError) -> Duration {
+        let parsed: Duration
+        do {
+            parsed = try HumanDuration.parse(value.text)
+        } catch {
+            throw invalid(key, value, error.description)
+        }
+        guard parsed >= minimum, parsed <= maximum else {
+            throw invalid(
+                key, value,
+                "must be between \(HumanDuration.format(minimum)) and \(HumanDuration.format(maximum)), got '\(value.text)'"
+            )
+        }
+        return parsed
+    }
+
+    private func count(_ key: ConfigKey, _ value: SourcedValue) throws(ConfigurationError) -> Int {
+        guard let number = Int(value.text.trimmingCharacters(in: .whitespaces)), (1...1_000).contains(number) else {
+            throw invalid(key, value, "must be a whole number from 1 to 1000, got '\(value.text)'")
+        }
+        return number
+    }
+
+    private func boolean(_ key: ConfigKey, _ value: SourcedValue) throws(ConfigurationError) -> Bool {
+        switch value.text.lowercased() {
+        case "true", "on", "yes", "1": return true
+        case "false", "off", "no", "0": return false
+        default: throw invalid(key, value, "must be true or false, got '\(value.text)'")
+        }
+    }
+
+    private func invalid(_ key: ConfigKey, _ value: SourcedValue, _ message: String) -> ConfigurationError {
+        ConfigurationError(code: .invalidValue, key: key.rawValue, source: value.source.description, message: message)
+    }
+}
+
+import Foundation

@@ -1,0 +1,116 @@
+/// Everything the daemon runs with, after defaults, the config file, the environment and flags
+/// have been layered. Validated: a value of this type is always usable.
+public struct DaemonConfiguration: Sendable, Equatable {
+    /// A libpq connection string (URL or key=value). Carries secrets: never print it.
+    public var databaseURL: String?
+    public var interval: Duration
+    public var timeout: Duration
+    public var fall: Int
+    public var rise: Int
+    public var socketPath: String
+    public var requireDatabase: Bool
+    public var logLevel: LogLevel = .info
+
+    public static let defaultSocketPath = "/run/dreamnet-healthd/status.sock"
+
+    public static let defaults = DaemonConfiguration(
+        databaseURL: nil, interval: .seconds(2), timeout: .seconds(1), fall: 2, rise: 2,
+        socketPath: defaultSocketPath, requireDatabase: false
+    )
+
+    public init(
+        databaseURL: String?, interval: Duration, timeout: Duration, fall: Int, rise: Int,
+        socketPath: String, requireDatabase: Bool
+    ) {
+        self.databaseURL = databaseURL
+        self.interval = interval
+        self.timeout = timeout
+        self.fall = fall
+        self.rise = rise
+        self.socketPath = socketPath
+        self.requireDatabase = requireDatabase
+    }
+
+    /// With these settings a fault is reported within this bound: the fault can land just after a
+    /// probe started, then `fall` probes each up to `timeout` long, one `interval` apart.
+    public var detectionBound: Duration { interval * fall + timeout }
+
+    /// A status snapshot older than this is stale: the probe loop has stopped reporting.
+    public var stalenessBound: Duration { interval * 2 + timeout }
+}
+
+/// The keys of the config file; each has a matching `--flag` with `_` written as `-`.
+public enum ConfigKey: String, Sendable, CaseIterable {
+    case databaseURL = "database_url"
+    case interval
+    case timeout
+    case fall
+    case rise
+    case socket
+    case requireDatabase = "require_database"
+    case logLevel = "log_level"
+
+    public var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
+}
+
+/// How much the daemon logs; the names are swift-log's.
+public enum LogLevel: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+/// Where a configuration value came from, so an error can point at it.
+public enum ConfigSource: Sendable, Equatable, CustomStringConvertible {
+    case file(path: String, line: Int)
+    case flag(String)
+    case environment(String)
+
+    public var description: String {
+        switch self {
+        case .file(let path, let line): return "\(path):\(line)"
+        case .flag(let flag): return flag
+        case .environment(let name): return "environment variable \(name)"
+        }
+    }
+}
+
+/// A value of some key, as written, with its origin.
+public struct SourcedValue: Sendable, Equatable {
+    public var text: String
+    public var source: ConfigSource
+
+    public init(_ text: String, source: ConfigSource) {
+        self.text = text
+        self.source = source
+    }
+}
+
+/// A configuration that cannot be used. The description names the key and where it was set,
+/// and never repeats a value that may hold a secret.
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case syntax
+        case unknownKey
+        case invalidValue
+        case unreadableFile
+    }
+
+    public var code: Code
+    public var key: String?
+    public var source: String?
+    public var message: String
+
+    public init(code: Code, key: String?, source: String?, message: String) {
+        self.code = code
+        self.key = key
+        self.source = source
+        self.message = message
+    }
+
+    public var description: String {
+        var parts: [String] = []
+        if let key { parts.append(key) }
+        if let source { parts.append("(\(source))") }
+        let prefix = parts.joined(separator: " ")
+        return prefix.isEmpty ? message : "\(prefix): \(message)"
+    }
+}

@@ -1,0 +1,90 @@
+/// Turns libpq's error text (and SQLSTATE, when there is one) into a reason class.
+///
+/// During connection set-up libpq exposes no SQLSTATE through its API; with verbose error
+/// messages it writes the server's code into the text (`FATAL:  28P01: password ...`), which
+/// `sqlstate(inConnectionError:)` reads back. Locations and line breaks are dropped so the
+/// message fits on one line.
+public enum FailureClassifier {
+    public static func reason(sqlstate: String?, message: String) -> FailureReason {
+        if let sqlstate {
+            switch sqlstate {
+            case "28P01", "28000": return .auth
+            case "53300": return .tooManyConnections
+            case "57P03": return .startingOrStopping
+            default: return .serverError
+            }
+        }
+        let lowered = message.lowercased()
+        let textual: [(String, FailureReason)] = [
+            ("connection refused", .refused),
+            ("no such file or directory", .refused),
+            ("could not translate host name", .dns),
+            ("name or service not known", .dns),
+            ("temporary failure in name resolution", .dns),
+            ("password authentication failed", .auth),
+            ("no password supplied", .auth),
+            ("too many clients", .tooManyConnections),
+            ("the database system is starting up", .startingOrStopping),
+            ("the database system is shutting down", .startingOrStopping),
+            ("the database system is in recovery mode", .startingOrStopping),
+            ("server closed the connection unexpectedly", .network),
+            ("connection reset", .network),
+            ("no route to host", .network),
+            ("network is unreachable", .network),
+            ("broken pipe", .network),
+            ("timed out", .network),
+            ("invalid connection option", .invalidTarget),
+            ("invalid uri", .invalidTarget),
+            ("invalid percent-encoded token", .invalidTarget),
+            ("missing \"=\" after", .invalidTarget),
+            ("invalid sslmode value", .invalidTarget),
+        ]
+        for (needle, reason) in textual where lowered.contains(needle) {
+            return reason
+        }
+        return .other
+    }
+
+    /// The SQLSTATE libpq printed into a verbose connection error, if any.
+    public static func sqlstate(inConnectionError message: String) -> String? {
+        for severity in ["FATAL:", "ERROR:", "PANIC:"] {
+            var rest = Substring(message)
+            while let range = rest.range(of: severity) {
+                let after = rest[range.upperBound...].drop(while: { $0 == " " })
+                let code = after.prefix(5)
+                if code.count == 5,
+                   code.allSatisfy({ ($0.isASCII && $0.isUppercase) || ($0.isASCII && $0.isNumber) }),
+                   after.dropFirst(5).first == ":" {
+                    return String(code)
+                }
+                rest = rest[range.upperBound...]
+            }
+        }
+        return nil
+    }
+
+    /// One line: no `LOCATION:` lines, no tabs or newlines, no doubled spaces, no SQLSTATE
+    /// prefix (it is reported in its own field).
+    public static func tidy(_ message: String) -> String {
+        let lines = message.split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("LOCATION:") }
+        var text = lines.joined(separator: " ")
+        while text.contains("  ") { text = text.replacingOccurrences(of: "  ", with: " ") }
+        for severity in ["FATAL: ", "ERROR: ", "PANIC: "] {
+            var searchStart = text.startIndex
+            while let range = text.range(of: severity, range: searchStart..<text.endIndex) {
+                let codeEnd = text.index(range.upperBound, offsetBy: 7, limitedBy: text.endIndex)
+                if let codeEnd, text[range.upperBound..<codeEnd].count == 7,
+                   text[text.index(range.upperBound, offsetBy: 5)...].hasPrefix(": "),
+                   sqlstate(inConnectionError: "FATAL:  " + text[range.upperBound..<codeEnd]) != nil {
+                    text.removeSubrange(range.upperBound..<codeEnd)
+                }
+                searchStart = range.upperBound
+            }
+        }
+        return text
+    }
+}
+
+import Foundation

@@ -1,0 +1,87 @@
+import struct Foundation.Date
+import struct Foundation.UUID
+
+/// Rise/fall damping over probe results. Pure: it is handed every result, time and id it uses.
+///
+/// - The first verdict is immediate: from `starting`, one result decides healthy or unhealthy,
+///   so a daemon that has just started reports a real state after one probe.
+/// - After that, `fall` consecutive failures turn a healthy database unhealthy and `rise`
+///   consecutive successes turn an unhealthy one healthy.
+public struct HealthStateMachine: Sendable {
+    public struct Thresholds: Sendable, Equatable {
+        public var fall: Int
+        public var rise: Int
+
+        public init(fall: Int, rise: Int) {
+            precondition(fall >= 1 && rise >= 1, "thresholds are validated by the configuration")
+            self.fall = fall
+            self.rise = rise
+        }
+    }
+
+    public private(set) var state: HealthState = .starting
+    /// When the current state was entered; `nil` while starting.
+    public private(set) var since: Date?
+    public private(set) var consecutiveFailures = 0
+    public private(set) var consecutiveSuccesses = 0
+    public private(set) var transitionCount = 0
+    public var thresholds: Thresholds
+
+    public init(thresholds: Thresholds) {
+        self.thresholds = thresholds
+    }
+
+    /// Feeds one probe result; returns the transition it caused, if any.
+    public mutating func probeFinished(_ result: ProbeResult, at now: Date, newID: UUID) -> Transition? {
+        if result.ok {
+            consecutiveSuccesses += 1
+            consecutiveFailures = 0
+        } else {
+            consecutiveFailures += 1
+            consecutiveSuccesses = 0
+        }
+
+        let target: HealthState?
+        switch state {
+        case .starting, .notConfigured:
+            target = result.ok ? .healthy : .unhealthy
+        case .healthy:
+            target = consecutiveFailures >= thresholds.fall ? .unhealthy : nil
+        case .unhealthy:
+            target = consecutiveSuccesses >= thresholds.rise ? .healthy : nil
+        }
+        guard let target, target != state else { return nil }
+        return enter(
+            target, at: now, id: newID, reason: result.reasonText,
+            phase: result.failure?.phase, sqlstate: result.failure?.sqlstate, latency: result.latency,
+            consecutive: result.ok ? consecutiveSuccesses : consecutiveFailures,
+            message: result.failure?.message ?? "SELECT 1 answered"
+        )
+    }
+
+    /// No connection string is configured; returns the transition, if the state changed.
+    public mutating func targetUnconfigured(at now: Date, newID: UUID) -> Transition? {
+        consecutiveFailures = 0
+        consecutiveSuccesses = 0
+        guard state != .notConfigured else { return nil }
+        return enter(
+            .notConfigured, at: now, id: newID, reason: HealthState.notConfigured.rawValue,
+            phase: nil, sqlstate: nil, latency: nil, consecutive: 0,
+            message: "no database connection string is configured"
+        )
+    }
+
+    private mutating func enter(
+        _ target: HealthState, at now: Date, id: UUID, reason: String, phase: ProbePhase?,
+        sqlstate: String?, latency: Duration?, consecutive: Int, message: String
+    ) -> Transition {
+        let transition = Transition(
+            id: id, from: state, to: target, observedAt: now, reason: reason, phase: phase,
+            sqlstate: sqlstate, latency: latency, consecutive: consecutive, message: message
+        )
+        state = target
+        since = now
+        transitionCount += 1
+        return transition
+    }
+}

@@ -1,0 +1,49 @@
+/// Durations as people write them in config and flags: `250ms`, `1s`, `1.5s`, `2m`.
+public enum HumanDuration {
+    public struct ParseError: Error, Equatable, CustomStringConvertible {
+        public var input: String
+        public var description: String {
+            "'\(input)' is not a duration (write a number with ms, s or m, e.g. 250ms, 1s, 2m)"
+        }
+    }
+
+    public static func parse(_ text: String) throws(ParseError) -> Duration {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let units: [(suffix: String, millisecondsPerUnit: Double)] = [("ms", 1), ("s", 1_000), ("m", 60_000)]
+        for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
+            let number = trimmed.dropLast(suffix.count)
+            guard !number.isEmpty,
+                  number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+                  let value = Double(number), value.isFinite
+            else { break }
+            let milliseconds = value * scale
+            guard milliseconds < 86_400_000 * 365 else { break }
+            return .microseconds(Int64((milliseconds * 1_000).rounded()))
+        }
+        throw ParseError(input: text)
+    }
+
+    /// The shortest exact spelling: `2s`, `250ms`, `1500ms`.
+    public static func format(_ duration: Duration) -> String {
+        let ms = duration.milliseconds
+        if ms % 60_000 == 0 && ms >= 60_000 { return "\(ms / 60_000)m" }
+        if ms % 1_000 == 0 && ms >= 1_000 { return "\(ms / 1_000)s" }
+        return "\(ms)ms"
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, truncated.
+    public var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    /// Milliseconds as a fraction, for latencies.
+    public var fractionalMilliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1_000 + Double(attoseconds) / 1e15
+    }
+}
+
+import Foundation

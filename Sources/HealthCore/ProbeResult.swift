@@ -1,0 +1,89 @@
+/// The stage of a probe, in the order a probe goes through them.
+public enum ProbePhase: String, Sendable, Codable, CaseIterable, Comparable {
+    case resolve
+    case connect
+    case tls
+    case auth
+    case query
+
+    public static func < (lhs: ProbePhase, rhs: ProbePhase) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// Why a probe failed, coarse enough to alert on.
+public enum FailureReason: String, Sendable, Codable, CaseIterable {
+    /// Nothing listens: the TCP port is closed or the Unix socket is missing.
+    case refused
+    /// The probe's deadline passed; `ProbeFailure.phase` says where.
+    case timeout
+    /// The host name could not be resolved.
+    case dns
+    /// Authentication was rejected (SQLSTATE 28P01 or 28000).
+    case auth
+    /// SQLSTATE 53300.
+    case tooManyConnections = "too-many-connections"
+    /// SQLSTATE 57P03: the server is starting up or shutting down.
+    case startingOrStopping = "starting-or-stopping"
+    /// Any other SQLSTATE the server sent.
+    case serverError = "server-error"
+    /// The connection broke without a SQLSTATE (reset, unreachable, closed).
+    case network
+    /// The connection string itself is unusable.
+    case invalidTarget = "invalid-target"
+    /// Anything else.
+    case other
+}
+
+/// How long one phase of a probe took.
+public struct PhaseTiming: Sendable, Equatable, Codable {
+    public var phase: ProbePhase
+    public var duration: Duration
+
+    public init(phase: ProbePhase, duration: Duration) {
+        self.phase = phase
+        self.duration = duration
+    }
+}
+
+/// Why a probe failed, and where.
+public struct ProbeFailure: Sendable, Equatable {
+    public var reason: FailureReason
+    public var phase: ProbePhase
+    public var sqlstate: String?
+    /// Human-readable, already scrubbed of secrets.
+    public var message: String
+
+    public init(reason: FailureReason, phase: ProbePhase, sqlstate: String? = nil, message: String) {
+        self.reason = reason
+        self.phase = phase
+        self.sqlstate = sqlstate
+        self.message = message
+    }
+}
+
+/// The measured outcome of one probe: never just a boolean.
+public struct ProbeResult: Sendable, Equatable {
+    /// Wall-clock time the probe started (for people and rows).
+    public var startedAt: Date
+    /// Total time from start to verdict, measured on a monotonic clock.
+    public var latency: Duration
+    /// Time spent in each phase the probe reached, in order.
+    public var phases: [PhaseTiming]
+    /// `nil` when the probe succeeded.
+    public var failure: ProbeFailure?
+
+    public var ok: Bool { failure == nil }
+
+    public init(startedAt: Date, latency: Duration, phases: [PhaseTiming], failure: ProbeFailure?) {
+        self.startedAt = startedAt
+        self.latency = latency
+        self.phases = phases
+        self.failure = failure
+    }
+
+    /// The reason class as reported everywhere: the failure's reason, or `ok`.
+    public var reasonText: String { failure?.reason.rawValue ?? "ok" }
+}
+
+import struct Foundation.Date

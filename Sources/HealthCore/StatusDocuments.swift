@@ -1,0 +1,119 @@
+/// The JSON bodies of the status socket. The daemon encodes them, `dreamnet-healthctl` decodes
+/// them: one definition keeps both sides in step.
+
+/// `GET /health`: the web app's `/health` shape.
+public struct HealthDocument: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var service: String
+    public var timestamp: String
+    /// Seconds since the daemon started.
+    public var uptime: Double
+    /// `healthy`, `unhealthy` or `not-configured` (or `starting` before the first verdict).
+    public var database: String
+}
+
+/// `GET /status`.
+public struct StatusDocument: Codable, Sendable, Equatable {
+    public struct LastProbe: Codable, Sendable, Equatable {
+        public var at: String
+        public var ok: Bool
+        public var latencyMs: Double
+        public var reason: String
+        public var phase: String?
+        public var sqlstate: String?
+        public var message: String?
+        /// Milliseconds since this probe finished, measured by the daemon's monotonic clock.
+        public var ageMs: Int64
+        public var phasesMs: [String: Double]
+
+        enum CodingKeys: String, CodingKey {
+            case at, ok, reason, phase, sqlstate, message
+            case latencyMs = "latency_ms", ageMs = "age_ms", phasesMs = "phases_ms"
+        }
+    }
+
+    public var state: String
+    public var since: String?
+    public var target: String?
+    public var lastProbe: LastProbe?
+    public var consecutiveFailures: Int
+    public var consecutiveSuccesses: Int
+    public var transitions: Int
+    public var intervalMs: Int64
+    public var timeoutMs: Int64
+    public var fall: Int
+    public var rise: Int
+    public var requireDatabase: Bool
+    /// Age past which a snapshot is stale: 2 × interval + timeout.
+    public var staleAfterMs: Int64
+    public var version: String
+    public var pid: Int32
+    public var startedAt: String
+    public var uptimeS: Double
+
+    enum CodingKeys: String, CodingKey {
+        case state, since, target, transitions, fall, rise, version, pid
+        case lastProbe = "last_probe"
+        case consecutiveFailures = "consecutive_failures"
+        case consecutiveSuccesses = "consecutive_successes"
+        case intervalMs = "interval_ms"
+        case timeoutMs = "timeout_ms"
+        case requireDatabase = "require_database"
+        case staleAfterMs = "stale_after_ms"
+        case startedAt = "started_at"
+        case uptimeS = "uptime_s"
+    }
+
+    /// True when the probe loop has not reported within the staleness bound: what was last
+    /// known must not be repeated as current.
+    public var isStale: Bool {
+        guard state == HealthState.healthy.rawValue || state == HealthState.unhealthy.rawValue else { return false }
+        guard let lastProbe else { return true }
+        return lastProbe.ageMs > staleAfterMs
+    }
+}
+
+/// One transition as `GET /events` shows it.
+public struct EventDocument: Codable, Sendable, Equatable {
+    public var id: String
+    public var from: String
+    public var to: String
+    public var observedAt: String
+    public var reason: String
+    public var phase: String?
+    public var sqlstate: String?
+    public var latencyMs: Double?
+    public var consecutive: Int
+    public var message: String
+
+    enum CodingKeys: String, CodingKey {
+        case id, from, to, reason, phase, sqlstate, consecutive, message
+        case observedAt = "observed_at"
+        case latencyMs = "latency_ms"
+    }
+
+    public init(_ transition: Transition) {
+        id = transition.id.uuidString.lowercased()
+        from = transition.from.rawValue
+        to = transition.to.rawValue
+        observedAt = Timestamp.format(transition.observedAt)
+        reason = transition.reason
+        phase = transition.phase?.rawValue
+        sqlstate = transition.sqlstate
+        latencyMs = transition.latency.map { ($0.fractionalMilliseconds * 1_000).rounded() / 1_000 }
+        consecutive = transition.consecutive
+        message = transition.message
+    }
+}
+
+/// `GET /events`: newest first.
+public struct EventsDocument: Codable, Sendable, Equatable {
+    public var events: [EventDocument]
+    /// Transitions since the daemon started (the list may be shorter).
+    public var total: Int
+}
+
+/// Errors on the socket are JSON too, so scripts parse one format.
+public struct ErrorDocument: Codable, Sendable, Equatable {
+    public var error: String
+}

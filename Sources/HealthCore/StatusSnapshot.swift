@@ -1,0 +1,68 @@
+import struct Foundation.Date
+
+/// Everything the status socket answers from: a copy taken under a lock, so answering never
+/// touches the database or waits for a probe.
+public struct StatusSnapshot: Sendable {
+    public var state: HealthState
+    public var since: Date?
+    /// The probed database without its password, or `nil` when not configured.
+    public var target: String?
+    public var lastProbe: ProbeResult?
+    /// Monotonic reading when `lastProbe` finished, to compute its age immune to clock jumps.
+    public var lastProbeFinished: ContinuousClock.Instant?
+    public var consecutiveFailures: Int
+    public var consecutiveSuccesses: Int
+    public var transitionCount: Int
+    /// Newest last; bounded by the daemon.
+    public var recentTransitions: [Transition]
+    public var interval: Duration
+    public var timeout: Duration
+    public var fall: Int
+    public var rise: Int
+    public var requireDatabase: Bool
+    public var version: String
+    public var pid: Int32
+    public var startedAt: Date
+    public var startedInstant: ContinuousClock.Instant
+
+    public init(
+        configuration: DaemonConfiguration, target: String?, version: String, pid: Int32,
+        startedAt: Date, startedInstant: ContinuousClock.Instant
+    ) {
+        state = .starting
+        since = nil
+        self.target = target
+        lastProbe = nil
+        lastProbeFinished = nil
+        consecutiveFailures = 0
+        consecutiveSuccesses = 0
+        transitionCount = 0
+        recentTransitions = []
+        interval = configuration.interval
+        timeout = configuration.timeout
+        fall = configuration.fall
+        rise = configuration.rise
+        requireDatabase = configuration.requireDatabase
+        self.version = version
+        self.pid = pid
+        self.startedAt = startedAt
+        self.startedInstant = startedInstant
+    }
+
+    /// Copies the verdict-bearing fields of the state machine.
+    public mutating func update(from machine: HealthStateMachine) {
+        state = machine.state
+        since = machine.since
+        consecutiveFailures = machine.consecutiveFailures
+        consecutiveSuccesses = machine.consecutiveSuccesses
+        transitionCount = machine.transitionCount
+    }
+
+    /// Keeps the newest `limit` transitions.
+    public mutating func append(_ transition: Transition, limit: Int) {
+        recentTransitions.append(transition)
+        if recentTransitions.count > limit {
+            recentTransitions.removeFirst(recentTransitions.count - limit)
+        }
+    }
+}

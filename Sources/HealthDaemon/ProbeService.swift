@@ -1,0 +1,126 @@
+import Foundation
+import HealthCore
+import Logging
+import PostgresProbe
+import ServiceLifecycle
+import SystemdNotify
+
+/// The probe loop: one probe per interval on a fixed-rate schedule, each result fed through the
+/// state machine, every transition logged and published to the status store.
+///
+/// Fixed rate (not "interval after the last probe ended") is what makes the detection bound
+/// hold: a fault is seen by the `fall`-th probe after it, at most `fall × interval + timeout`
+/// later. A probe that overruns the interval delays the next one; none run concurrently.
+final class ProbeService: Service {
+    private let prober: PostgresProber?
+    private let interval: Duration
+    private let store: StatusStore
+    private let notifier: SystemdNotifier
+    private let logger: Logger
+    private let transitionHistoryLimit: Int
+    private let machine: MutexBox<HealthStateMachine>
+
+    init(
+        prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore,
+        notifier: SystemdNotifier, logger: Logger, transitionHistoryLimit: Int = 1_000
+    ) {
+        self.prober = prober
+        self.interval = configuration.interval
+        self.store = store
+        self.notifier = notifier
+        self.logger = logger
+        self.transitionHistoryLimit = transitionHistoryLimit
+        self.machine = MutexBox(HealthStateMachine(thresholds: .init(fall: configuration.fall, rise: configuration.rise)))
+    }
+
+    func run() async throws {
+        guard let prober else {
+            let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
+            publish(probe: nil, transition: transition)
+            notifier.ready(status: statusLine())
+            // Nothing to probe: wait for shutdown.
+            try? await gracefulShutdown()
+            return
+        }
+
+        do {
+            try await cancelWhenGracefulShutdown { [self] in try await probeLoop(prober) }
+        } catch is CancellationError {
+            // Graceful shutdown interrupted the sleep: the loop is done.
+        }
+    }
+
+    private func probeLoop(_ prober: PostgresProber) async throws {
+        var nextStart = ContinuousClock.now
+        var first = true
+        while !Task.isCancelled {
+            let result = await prober.probe()
+            let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
+            publish(probe: result, transition: transition)
+            if first {
+                first = false
+                notifier.ready(status: statusLine())
+            } else if transition != nil {
+                notifier.status(statusLine())
+            }
+            nextStart += interval
+            let now = ContinuousClock.now
+            if nextStart < now { nextStart = now }
+            try await Task.sleep(until: nextStart, clock: .continuous)
+        }
+    }
+
+    private func publish(probe: ProbeResult?, transition: Transition?) {
+        let machineCopy = machine.withLock { $0 }
+        store.update { snapshot in
+            snapshot.update(from: machineCopy)
+            if let probe {
+                snapshot.lastProbe = probe
+                snapshot.lastProbeFinished = .now
+            }
+            if let transition { snapshot.append(transition, limit: transitionHistoryLimit) }
+        }
+        if let probe, !probe.ok, let failure = probe.failure {
+            logger.debug("probe failed", metadata: [
+                "reason": "\(failure.reason.rawValue)", "phase": "\(failure.phase.rawValue)",
+                "latency_ms": "\(probe.latency.milliseconds)", "message": "\(failure.message)",
+            ])
+        }
+        if let transition { log(transition) }
+    }
+
+    private func log(_ transition: Transition) {
+        var metadata: Logger.Metadata = [
+            "event_id": "\(transition.id.uuidString.lowercased())",
+            "from": "\(transition.from.rawValue)",
+            "to": "\(transition.to.rawValue)",
+            "reason": "\(transition.reason)",
+            "consecutive": "\(transition.consecutive)",
+        ]
+        if let phase = transition.phase { metadata["phase"] = "\(phase.rawValue)" }
+        if let sqlstate = transition.sqlstate { metadata["sqlstate"] = "\(sqlstate)" }
+        if let latency = transition.latency { metadata["latency_ms"] = "\(latency.milliseconds)" }
+        let level: Logger.Level = switch transition.to {
+        case .unhealthy: .error
+        case .notConfigured: .warning
+        default: .notice
+        }
+        logger.log(
+            level: level,
+            "database \(transition.to.rawValue) (was \(transition.from.rawValue)): \(transition.message)",
+            metadata: metadata
+        )
+    }
+
+    /// What `systemctl status` shows: state, reason and last latency on one line.
+    private func statusLine() -> String {
+        let snapshot = store.read()
+        var line = "database \(snapshot.state.rawValue)"
+        if let probe = snapshot.lastProbe {
+            line += probe.ok
+                ? ", last probe ok in \(String(format: "%.1f", probe.latency.fractionalMilliseconds)) ms"
+                : ", last probe \(probe.reasonText) during \(probe.failure?.phase.rawValue ?? "?")"
+        }
+        return line
+    }
+}

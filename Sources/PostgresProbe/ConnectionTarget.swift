@@ -1,0 +1,84 @@
+import CLibPQ
+import HealthCore
+
+/// A connection string, parsed by libpq itself so that every form it accepts works: URLs,
+/// key=value strings, and whatever the environment adds later (PGPASSFILE, PGSERVICE, ...).
+///
+/// Holds the options exactly as written; defaults from the environment and service files are
+/// applied by libpq when a probe connects.
+public struct ConnectionTarget: Sendable {
+    /// Explicit options, in libpq's order.
+    public let options: [(keyword: String, value: String)]
+    /// The target for people: scheme, user, hosts, ports and database; never the password.
+    public let display: String
+    /// Knows this target's secrets; run every message through it.
+    public let scrubber: SecretScrubber
+
+    public static func parse(_ connectionString: String) throws(ConnectionStringError) -> ConnectionTarget {
+        var scrubber = SecretScrubber(connectionString: connectionString)
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        guard let parsed = PQconninfoParse(connectionString, &errorMessage) else {
+            var message = "could not parse the connection string"
+            if let errorMessage {
+                message = FailureClassifier.tidy(String(cString: errorMessage))
+                PQfreemem(errorMessage)
+            }
+            throw ConnectionStringError(message: scrubber.scrub(message))
+        }
+        defer { PQconninfoFree(parsed) }
+
+        var options: [(keyword: String, value: String)] = []
+        var option = parsed
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val {
+                options.append((String(cString: keyword), String(cString: value)))
+            }
+            option += 1
+        }
+        scrubber.add(options.filter { $0.keyword == "password" }.map(\.value))
+        return ConnectionTarget(options: options, display: Self.describe(options), scrubber: scrubber)
+    }
+
+    public func value(_ keyword: String) -> String? {
+        options.last(where: { $0.keyword == keyword })?.value
+    }
+
+    static func describe(_ options: [(keyword: String, value: String)]) -> String {
+        func value(_ keyword: String) -> String? {
+            options.last(where: { $0.keyword == keyword })?.value
+        }
+        var text = "postgresql://"
+        if let user = value("user") { text += user + "@" }
+        let hosts = (value("host") ?? value("hostaddr") ?? "").split(separator: ",", omittingEmptySubsequences: false)
+        let ports = (value("port") ?? "").split(separator: ",", omittingEmptySubsequences: false)
+        var authority: [String] = []
+        var socketDirectories: [String] = []
+        for (index, host) in hosts.enumerated() {
+            let port = ports.count == hosts.count ? ports[index] : (ports.count == 1 ? ports[0] : "")
+            if host.hasPrefix("/") || host.hasPrefix("@") {
+                // Socket directories go in the query, as libpq's own URLs write them.
+                socketDirectories.append(String(host))
+                authority.append(port.isEmpty ? "" : ":\(port)")
+                continue
+            }
+            let entry = host.contains(":") ? "[\(host)]" : String(host)
+            authority.append(port.isEmpty ? entry : "\(entry):\(port)")
+        }
+        text += authority.joined(separator: ",")
+        if let database = value("dbname") { text += "/" + database }
+        var shown = socketDirectories.isEmpty ? [] : ["host=" + socketDirectories.joined(separator: ",")]
+        shown += ["sslmode", "service", "target_session_attrs"].compactMap { key in
+            value(key).map { "\(key)=\($0)" }
+        }
+        if !shown.isEmpty { text += "?" + shown.joined(separator: "&") }
+        return text
+    }
+}
+
+/// A connection string libpq rejects. The message has been scrubbed of secrets.
+public struct ConnectionStringError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var description: String { "invalid connection string: \(message)" }
+}
+
+import Foundation

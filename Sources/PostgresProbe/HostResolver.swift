@@ -1,0 +1,143 @@
+import Foundation
+import Synchronization
+
+/// Name resolution under a deadline.
+///
+/// `getaddrinfo` blocks with no timeout of its own we control (resolv.conf's, several seconds
+/// per server), and libpq would call it inside `PQconnectStartParams`. So names are resolved
+/// here, on a thread of their own, while the probe waits on a pipe with `poll()` until its
+/// deadline; the addresses are then handed to libpq as `hostaddr`. A lookup still running when
+/// the deadline passes is left to finish in the background, and a later probe for the same
+/// name joins it instead of starting another: at most one thread per name, however long DNS
+/// stays broken.
+final class HostResolver: Sendable {
+    static let shared = HostResolver()
+
+    enum Failure: Error, Equatable {
+        case timedOut
+        case failed(String)
+    }
+
+    private let inFlight = Mutex<[String: Lookup]>([:])
+
+    func resolve(_ host: String, until deadline: ContinuousClock.Instant) -> Result<[String], Failure> {
+        let lookup: Lookup
+        do {
+            lookup = try inFlight.withLock { lookups -> Lookup in
+                if let running = lookups[host] { return running }
+                let started = try Lookup(host: host)
+                lookups[host] = started
+                return started
+            }
+        } catch {
+            return .failure(.failed("could not start name resolution: \(error)"))
+        }
+        lookup.start { [self] in
+            inFlight.withLock { lookups in
+                if lookups[host] === lookup { lookups[host] = nil }
+            }
+        }
+        guard Self.waitReadable(lookup.readDescriptor, until: deadline), let result = lookup.result else {
+            return .failure(.timedOut)
+        }
+        return result
+    }
+
+    private static func waitReadable(_ descriptor: Int32, until deadline: ContinuousClock.Instant) -> Bool {
+        while true {
+            let remaining = deadline - .now
+            guard remaining > .zero else { return false }
+            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(min(remaining.fractionalMilliseconds.rounded(.up), Double(Int32.max)))
+            let ready = poll(&entry, 1, milliseconds)
+            if ready > 0 { return true }
+            if ready < 0 && errno != EINTR { return false }
+        }
+    }
+
+    /// `true` for a literal IPv4 or IPv6 address, which needs no lookup.
+    static func isNumericAddress(_ host: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
+}
+
+/// One `getaddrinfo` call on its own thread; its pipe becomes readable when it is done.
+private final class Lookup: Sendable {
+    let host: String
+    let readDescriptor: Int32
+    private let writeDescriptor: Int32
+    private let state = Mutex<(started: Bool, result: Result<[String], HostResolver.Failure>?)>((false, nil))
+
+    init(host: String) throws {
+        self.host = host
+        var descriptors: [Int32] = [-1, -1]
+        guard pipe(&descriptors) == 0 else {
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
+        for descriptor in descriptors {
+            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(descriptor, F_SETFL, O_NONBLOCK)
+        }
+        readDescriptor = descriptors[0]
+        writeDescriptor = descriptors[1]
+    }
+
+    deinit {
+        close(readDescriptor)
+        close(writeDescriptor)
+    }
+
+    var result: Result<[String], HostResolver.Failure>? {
+        state.withLock { $0.result }
+    }
+
+    /// Starts the lookup once; later callers join it.
+    func start(whenDone: @escaping @Sendable () -> Void) {
+        let first = state.withLock { state -> Bool in
+            defer { state.started = true }
+            return !state.started
+        }
+        guard first else { return }
+        Thread.detachNewThread { [self] in
+            let result = Self.lookUp(host)
+            state.withLock { $0.result = result }
+            whenDone()
+            var byte: UInt8 = 1
+            _ = write(writeDescriptor, &byte, 1)
+        }
+    }
+
+    private static func lookUp(_ host: String) -> Result<[String], HostResolver.Failure> {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_ADDRCONFIG
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(host, nil, &hints, &list)
+        guard status == 0, let list else {
+            let reason = String(cString: gai_strerror(status))
+            return .failure(.failed("could not translate host name \"\(host)\" to address: \(reason)"))
+        }
+        defer { freeaddrinfo(list) }
+        var addresses: [String] = []
+        var entry: UnsafeMutablePointer<addrinfo>? = list
+        while let current = entry {
+            var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(
+                current.pointee.ai_addr, current.pointee.ai_addrlen, &buffer, socklen_t(buffer.count),
+                nil, 0, NI_NUMERICHOST
+            ) == 0 {
+                let address = String(cString: buffer)
+                if !addresses.contains(address) { addresses.append(address) }
+            }
+            entry = current.pointee.ai_next
+        }
+        return addresses.isEmpty
+            ? .failure(.failed("host name \"\(host)\" has no address"))
+            : .success(addresses)
+    }
+}
+
+import HealthCore

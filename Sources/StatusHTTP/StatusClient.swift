@@ -1,0 +1,91 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A one-request HTTP client for the status socket, used by `dreamnet-healthctl`.
+public enum StatusClient {
+    public struct Response: Sendable {
+        public var status: Int
+        public var body: [UInt8]
+    }
+
+    public struct Failure: Error, Sendable, CustomStringConvertible {
+        public var socketPath: String
+        public var detail: String
+        public var description: String { "cannot reach dreamnet-healthd at \(socketPath): \(detail)" }
+    }
+
+    public static func get(_ uri: String, socketPath: String, timeout: Duration = .seconds(5)) async throws(Failure) -> Response {
+        do {
+            return try await withThrowingTaskGroup(of: Response?.self) { group in
+                group.addTask { try await request(uri, socketPath: socketPath) }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let response = first else {
+                    throw Failure(socketPath: socketPath, detail: "no answer within \(timeout)")
+                }
+                return response
+            }
+        } catch let failure as Failure {
+            throw failure
+        } catch let error as IOError {
+            throw Failure(socketPath: socketPath, detail: String(cString: strerror(error.errnoCode)))
+        } catch {
+            throw Failure(socketPath: socketPath, detail: "\(error)")
+        }
+    }
+
+    private static func request(_ uri: String, socketPath: String) async throws -> Response {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(unixDomainSocketPath: socketPath) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
+                        wrappingChannelSynchronously: channel
+                    )
+                }
+            }
+        return try await channel.executeThenClose { inbound, outbound in
+            var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
+            head.headers.add(name: "Host", value: "localhost")
+            head.headers.add(name: "Connection", value: "close")
+            try await outbound.write(.head(head))
+            try await outbound.write(.end(nil))
+
+            var status = 0
+            var body: [UInt8] = []
+            for try await part in inbound {
+                switch part {
+                case .head(let responseHead): status = Int(responseHead.status.code)
+                case .body(let buffer): body.append(contentsOf: buffer.readableBytesView)
+                case .end: return Response(status: status, body: body)
+                }
+            }
+            throw Failure(socketPath: socketPath, detail: "connection closed before the reply ended")
+        }
+    }
+
+    /// Whether something accepts connections on the socket: a plain blocking `connect`, used
+    /// once at start-up before any event loop runs.
+    public static func isAnswering(socketPath: String) -> Bool {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(socketPath.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
+    }
+}

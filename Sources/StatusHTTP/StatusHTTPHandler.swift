@@ -1,0 +1,88 @@
+import HealthCore
+import NIOCore
+import NIOHTTP1
+
+/// Answers one HTTP/1.1 connection from the in-memory snapshot. Runs on the event loop and
+/// never waits on anything: a reply is a lock, a copy and an encode.
+final class StatusHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Requests to this API have no body; anything larger than this is refused.
+    static let maximumBodyBytes = 4_096
+
+    private let respond: @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
+    private var head: HTTPRequestHead?
+    private var bodyBytes = 0
+    private var refused = false
+
+    init(respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply) {
+        self.respond = respond
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            head = requestHead
+            bodyBytes = 0
+            refused = false
+        case .body(let chunk):
+            bodyBytes += chunk.readableBytes
+            if bodyBytes > Self.maximumBodyBytes, !refused, let head {
+                refused = true
+                let reply = StatusAPI.Reply.error(status: 413, message: "request body too large")
+                write(reply, for: head, keepAlive: false, context: context)
+            }
+        case .end:
+            guard let head, !refused else { return }
+            self.head = nil
+            let reply = respond(head.method.rawValue, head.uri)
+            write(reply, for: head, keepAlive: head.isKeepAlive, context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Idle connections are closed so that slow or stuck clients cannot pile up.
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    private func write(_ reply: StatusAPI.Reply, for request: HTTPRequestHead, keepAlive: Bool, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(4)
+        headers.add(name: "Content-Type", value: reply.contentType)
+        headers.add(name: "Content-Length", value: String(reply.body.count))
+        headers.add(name: "Cache-Control", value: "no-store")
+        if let allow = reply.allow { headers.add(name: "Allow", value: allow) }
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+
+        let responseHead = HTTPResponseHead(
+            version: request.version, status: HTTPResponseStatus(statusCode: reply.status), headers: headers
+        )
+        context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
+        if request.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: reply.body)))), promise: nil)
+        }
+        if keepAlive {
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        } else {
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+        }
+    }
+}
+
+extension StatusAPI.Reply {
+    static func error(status: Int, message: String) -> StatusAPI.Reply {
+        StatusAPI.errorReply(status: status, message: message)
+    }
+}

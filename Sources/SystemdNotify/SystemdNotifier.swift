@@ -1,0 +1,30 @@
+import CSystemd
+
+/// Tells systemd what the daemon is doing (`sd_notify`). Outside systemd (`NOTIFY_SOCKET`
+/// unset) every call is a no-op; a failure to notify is not a reason to stop monitoring, so
+/// results are ignored.
+public struct SystemdNotifier: Sendable {
+    public init() {}
+
+    public func ready(status: String) {
+        send("READY=1\nSTATUS=\(Self.oneLine(status))")
+    }
+
+    public func status(_ text: String) {
+        send("STATUS=\(Self.oneLine(text))")
+    }
+
+    public func stopping() {
+        send("STOPPING=1\nSTATUS=stopping")
+    }
+
+    /// `sd_notifyf` is variadic and cannot be called from Swift: strings are formatted here.
+    private func send(_ message: String) {
+        _ = sd_notify(0, message)
+    }
+
+    /// A newline would start a new assignment: keep STATUS on one line.
+    static func oneLine(_ text: String) -> String {
+        String(text.map { $0.isNewline ? " " : $0 })
+    }
+}

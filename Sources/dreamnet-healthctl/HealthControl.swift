@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import HealthCore
+
+/// `dreamnet-healthctl`: asks the daemon (or the database, for `probe`) and answers with the
+/// exit codes monitoring expects: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown.
+@main
+struct HealthControl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dreamnet-healthctl",
+        abstract: "Query dreamnet-healthd, or probe a PostgreSQL database once.",
+        discussion: """
+            Exit codes: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown (daemon unreachable, \
+            still starting, or its last report is stale).
+            """,
+        version: "0.1.0",
+        subcommands: [Status.self, Probe.self, Wait.self]
+    )
+}
+
+/// Options every command that talks to the daemon shares.
+struct SocketOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "The daemon's status socket (default $DREAMNET_HEALTHD_SOCKET or \(DaemonConfiguration.defaultSocketPath)).",
+        valueName: "path"
+    ))
+    var socket: String?
+
+    var path: String {
+        socket ?? ProcessInfo.processInfo.environment["DREAMNET_HEALTHD_SOCKET"] ?? DaemonConfiguration.defaultSocketPath
+    }
+}
+
+/// The exit codes, as Nagios plugins and pg_isready users expect them.
+enum Verdict: Int32 {
+    case healthy = 0
+    case notConfigured = 1
+    case unhealthy = 2
+    case unknown = 3
+
+    init(state: String, stale: Bool) {
+        guard !stale else { self = .unknown; return }
+        switch HealthState(rawValue: state) {
+        case .healthy: self = .healthy
+        case .unhealthy: self = .unhealthy
+        case .notConfigured: self = .notConfigured
+        case .starting, nil: self = .unknown
+        }
+    }
+}
+
+func writeError(_ text: String) {
+    FileHandle.standardError.write(Data("dreamnet-healthctl: \(text)\n".utf8))
+}
+
+func decodeStatus(_ body: [UInt8]) throws -> StatusDocument {
+    try JSONDecoder().decode(StatusDocument.self, from: Data(body))
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import HealthCore
+import PostgresProbe
+
+struct Probe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Probe a database once, with the daemon's engine and deadline; no daemon needed.",
+        discussion: "Exit codes: 0 ok, 1 no URL given, 2 probe failed, 3 unusable connection string."
+    )
+
+    @Option(name: .customLong("database-url"), help: ArgumentHelp("libpq URL or key=value string (default $DATABASE_URL).", valueName: "url"))
+    var databaseURL: String?
+
+    @Option(help: ArgumentHelp("Hard deadline for the whole probe.", valueName: "duration"))
+    var timeout = "1s"
+
+    @Flag(help: "Print the result as JSON.")
+    var json = false
+
+    func validate() throws {
+        do {
+            let deadline = try HumanDuration.parse(timeout)
+            guard deadline >= .milliseconds(10), deadline <= .seconds(60) else {
+                throw ValidationError("--timeout must be between 10ms and 60s")
+            }
+        } catch let error as HumanDuration.ParseError {
+            throw ValidationError("--timeout: \(error)")
+        }
+    }
+
+    func run() async throws {
+        let url = databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"]
+        guard let url, !url.isEmpty else {
+            writeError("not-configured: no --database-url given and DATABASE_URL is not set")
+            throw ExitCode(Verdict.notConfigured.rawValue)
+        }
+        let target: ConnectionTarget
+        do {
+            target = try ConnectionTarget.parse(url)
+        } catch {
+            writeError(error.description)
+            throw ExitCode(Verdict.unknown.rawValue)
+        }
+        let result = await PostgresProber(target: target, timeout: try HumanDuration.parse(timeout)).probe()
+        let document = ProbeDocument(target: target.display, result: result)
+        if json {
+            print(String(decoding: StatusAPI.encode(document), as: UTF8.self), terminator: "")
+        } else {
+            print(Self.summary(document))
+        }
+        throw ExitCode(result.ok ? Verdict.healthy.rawValue : Verdict.unhealthy.rawValue)
+    }
+
+    static func summary(_ probe: ProbeDocument) -> String {
+        let phases = ProbePhase.allCases.compactMap { phase in
+            probe.phasesMs[phase.rawValue].map { String(format: "%@ %.1f", phase.rawValue, $0) }
+        }.joined(separator: ", ")
+        var text = probe.ok
+            ? String(format: "ok: %@ answered SELECT 1 in %.1f ms", probe.target, probe.latencyMs)
+            : String(format: "unhealthy: %@: %@", probe.target, probe.reason)
+        if let phase = probe.phase { text += " during \(phase)" }
+        if let sqlstate = probe.sqlstate { text += " (SQLSTATE \(sqlstate))" }
+        if !probe.ok { text += String(format: " after %.1f ms", probe.latencyMs) }
+        if let message = probe.message { text += "\n  \(message)" }
+        if !phases.isEmpty { text += "\n  phases (ms): \(phases)" }
+        return text
+    }
+}

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import HealthCore
+import StatusHTTP
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the daemon's view of the database; the exit code is the verdict."
+    )
+
+    @OptionGroup var options: SocketOptions
+
+    @Flag(help: "Print the daemon's JSON instead of a summary.")
+    var json = false
+
+    func run() async throws {
+        let document: StatusDocument
+        let response: StatusClient.Response
+        do {
+            response = try await StatusClient.get("/status", socketPath: options.path)
+            document = try decodeStatus(response.body)
+        } catch {
+            writeError("\(error)")
+            throw ExitCode(Verdict.unknown.rawValue)
+        }
+        let verdict = Verdict(state: document.state, stale: document.isStale)
+        if json {
+            print(String(decoding: response.body, as: UTF8.self), terminator: "")
+        } else {
+            print(Self.summary(document), terminator: "")
+        }
+        throw ExitCode(verdict.rawValue)
+    }
+
+    static func summary(_ status: StatusDocument) -> String {
+        var lines: [(String, String)] = []
+        var state = status.state
+        if let since = status.since { state += " since \(since)" }
+        if status.isStale, let probe = status.lastProbe {
+            state = "unknown (last report '\(status.state)' is stale: \(probe.ageMs) ms old, limit \(status.staleAfterMs) ms)"
+        } else if status.state == HealthState.starting.rawValue {
+            state = "unknown (starting: no verdict yet)"
+        }
+        lines.append(("state", state))
+        lines.append(("target", status.target ?? "not configured"))
+        if let probe = status.lastProbe {
+            var text = probe.ok ? "ok" : probe.reason
+            if let phase = probe.phase { text += " during \(phase)" }
+            if let sqlstate = probe.sqlstate { text += " (SQLSTATE \(sqlstate))" }
+            text += String(format: " in %.1f ms, %.1f s ago", probe.latencyMs, Double(probe.ageMs) / 1_000)
+            lines.append(("last probe", text))
+            if let message = probe.message { lines.append(("message", message)) }
+        }
+        lines.append(("streak", "\(status.consecutiveSuccesses) ok, \(status.consecutiveFailures) failed in a row (rise \(status.rise), fall \(status.fall))"))
+        lines.append(("transitions", "\(status.transitions)"))
+        lines.append(("probing", "every \(status.intervalMs) ms, deadline \(status.timeoutMs) ms"))
+        lines.append(("daemon", "pid \(status.pid), version \(status.version), up \(String(format: "%.0f", status.uptimeS)) s"))
+        let width = lines.map(\.0.count).max() ?? 0
+        return lines.map { key, value in
+            key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value + "\n"
+        }.joined()
+    }
+}

@@ -1,0 +1,50 @@
+import ArgumentParser
+import Foundation
+import HealthCore
+import StatusHTTP
+
+struct Wait: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Block until the daemon reports a state (exit 0), or give up at the timeout (exit 3).",
+        discussion: "An unreachable daemon is retried until the timeout, so this works right after start-up."
+    )
+
+    @OptionGroup var options: SocketOptions
+
+    @Option(name: .customLong("for"), help: ArgumentHelp("healthy, unhealthy or not-configured.", valueName: "state"))
+    var state = "healthy"
+
+    @Option(help: ArgumentHelp("How long to wait.", valueName: "duration"))
+    var timeout = "30s"
+
+    func validate() throws {
+        guard let wanted = HealthState(rawValue: state), wanted != .starting else {
+            throw ValidationError("--for must be healthy, unhealthy or not-configured")
+        }
+        guard (try? HumanDuration.parse(timeout)) != nil else {
+            throw ValidationError("--timeout: '\(timeout)' is not a duration (e.g. 500ms, 30s, 2m)")
+        }
+    }
+
+    func run() async throws {
+        let deadline = ContinuousClock.now + (try HumanDuration.parse(timeout))
+        var lastProblem = "no answer yet"
+        while ContinuousClock.now < deadline {
+            let remaining = deadline - .now
+            do {
+                let response = try await StatusClient.get("/status", socketPath: options.path, timeout: min(remaining, .seconds(2)))
+                let status = try decodeStatus(response.body)
+                if status.state == state && !status.isStale {
+                    print("\(state)")
+                    return
+                }
+                lastProblem = status.isStale ? "last report is stale" : "state is \(status.state)"
+            } catch {
+                lastProblem = "\(error)"
+            }
+            try await Task.sleep(for: min(.milliseconds(100), max(deadline - .now, .zero)))
+        }
+        writeError("gave up after \(timeout) waiting for \(state): \(lastProblem)")
+        throw ExitCode(Verdict.unknown.rawValue)
+    }
+}

@@ -1,0 +1,128 @@
+import ArgumentParser
+import Foundation
+import HealthCore
+import HealthDaemon
+import Logging
+
+/// `dreamnet-healthd`: flags, then the composition root. Nothing else lives here.
+struct HealthDaemonCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dreamnet-healthd",
+        abstract: "Probe a PostgreSQL database under a hard deadline and serve its health on a Unix socket.",
+        discussion: """
+            Every option can also be set in the config file (same name, '-' written '_'). Flags \
+            override the file; the file overrides defaults. DATABASE_URL is used when no URL is \
+            given otherwise. Durations take ms, s or m (250ms, 1s, 2m).
+            """,
+        version: DaemonVersion.current
+    )
+
+    @Option(help: ArgumentHelp("Config file (postgresql.conf style).", valueName: "path"))
+    var config: String?
+
+    @Option(name: .customLong("database-url"), help: ArgumentHelp("libpq URL or key=value connection string.", valueName: "url"))
+    var databaseURL: String?
+
+    @Option(help: ArgumentHelp("Time between probe starts (default 2s).", valueName: "duration"))
+    var interval: String?
+
+    @Option(help: ArgumentHelp("Hard deadline per probe: DNS, TCP, TLS, auth and SELECT 1 (default 1s).", valueName: "duration"))
+    var timeout: String?
+
+    @Option(help: ArgumentHelp("Consecutive failures before unhealthy (default 2).", valueName: "n"))
+    var fall: String?
+
+    @Option(help: ArgumentHelp("Consecutive successes before healthy (default 2).", valueName: "n"))
+    var rise: String?
+
+    @Option(help: ArgumentHelp("Status socket path (default \(DaemonConfiguration.defaultSocketPath)).", valueName: "path"))
+    var socket: String?
+
+    @Flag(inversion: .prefixedNo, help: "Answer /health with 503 when no database is configured.")
+    var requireDatabase: Bool?
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info).", valueName: "level"))
+    var logLevel: String?
+
+    /// Layers defaults, the config file, DATABASE_URL and the flags.
+    func layers(environment: [String: String]) throws(ConfigurationError) -> ConfigurationLayers {
+        var layers = ConfigurationLayers(environment: environment)
+        if let config {
+            let text: String
+            do {
+                text = try String(contentsOfFile: config, encoding: .utf8)
+            } catch {
+                throw ConfigurationError(
+                    code: .unreadableFile, key: nil, source: "--config",
+                    message: "cannot read \(config): \(Self.reason(error))"
+                )
+            }
+            layers.file = try ConfigFile.parse(text, path: config)
+        }
+        layers.setFlag(.databaseURL, databaseURL)
+        layers.setFlag(.interval, interval)
+        layers.setFlag(.timeout, timeout)
+        layers.setFlag(.fall, fall)
+        layers.setFlag(.rise, rise)
+        layers.setFlag(.socket, socket)
+        layers.setFlag(.requireDatabase, requireDatabase.map { $0 ? "true" : "false" })
+        layers.setFlag(.logLevel, logLevel)
+        return layers
+    }
+
+    private static func reason(_ error: Error) -> String {
+        if let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError,
+           underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        return (error as NSError).localizedDescription
+    }
+}
+
+@main
+enum Main {
+    static func main() async {
+        let command: HealthDaemonCommand
+        do {
+            command = try HealthDaemonCommand.parseAsRoot() as! HealthDaemonCommand
+        } catch {
+            // Help and --version exit 0; usage errors share exit code 2 with configuration errors.
+            if HealthDaemonCommand.exitCode(for: error) == .success { HealthDaemonCommand.exit(withError: error) }
+            fail(HealthDaemonCommand.message(for: error) + "\n" + HealthDaemonCommand.usageString(), code: 2)
+        }
+
+        let environment = ProcessInfo.processInfo.environment
+        let layers: ConfigurationLayers
+        let configuration: DaemonConfiguration
+        do {
+            layers = try command.layers(environment: environment)
+            configuration = try layers.resolve()
+        } catch {
+            fail("configuration error: \(error)", code: 2)
+        }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "dreamnet-healthd")
+
+        do {
+            let daemon = try await Daemon.make(
+                configuration: configuration, databaseURLSource: layers.source(of: .databaseURL), logger: logger
+            )
+            try await daemon.run()
+        } catch let error as DaemonStartError {
+            if case .configuration = error { fail(error.description, code: 2) }
+            fail(error.description, code: 1)
+        } catch {
+            fail("\(error)", code: 1)
+        }
+    }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data("dreamnet-healthd: \(message)\n".utf8))
+        exit(code)
+    }
+}
