@@ -1,0 +1,31 @@
+import Testing
+@testable import HealthCore
+
+@Suite struct SecretScrubberTests {
+    @Test func urlPasswordsRawAndDecoded() {
+        let scrubber = SecretScrubber(connectionString: "postgresql://app:p%40ss%2Fw0rd@db:5432/app?sslmode=require")
+        #expect(scrubber.secrets.contains("p%40ss%2Fw0rd"))
+        #expect(scrubber.secrets.contains("p@ss/w0rd"))
+        #expect(scrubber.scrub("failed for p@ss/w0rd and p%40ss%2Fw0rd") == "failed for *** and ***")
+    }
+
+    @Test func queryAndKeyValuePasswords() {
+        #expect(SecretScrubber.passwords(in: "postgres://db/app?user=x&password=topsecret") == ["topsecret"])
+        #expect(SecretScrubber.passwords(in: "host=db password=plain user=x") == ["plain"])
+        #expect(Set(SecretScrubber.passwords(in: #"host=db password = 'it\'s long' user=x"#)) == ["it's long", #"it\'s long"#])
+        #expect(SecretScrubber.passwords(in: "host=db user=x").isEmpty)
+    }
+
+    @Test func malformedPercentTokensAreMasked() {
+        // libpq 15 echoes the offending token of a URL, often the password.
+        let scrubber = SecretScrubber(connectionString: "postgresql://app:s3c%zzret@db/app")
+        let message = #"invalid percent-encoded token: "s3c%zzret""#
+        #expect(scrubber.scrub(message) == #"invalid percent-encoded token: "***""#)
+        #expect(SecretScrubber().scrub(#"invalid percent-encoded token: "other%zz""#) == #"invalid percent-encoded token: "***""#)
+    }
+
+    @Test func longestSecretFirst() {
+        let scrubber = SecretScrubber(secrets: ["abc", "abcdef"])
+        #expect(scrubber.scrub("xabcdefx abc") == "x***x ***")
+    }
+}

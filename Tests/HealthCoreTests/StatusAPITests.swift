@@ -1,0 +1,103 @@
+import Foundation
+import Testing
+@testable import HealthCore
+
+@Suite struct StatusAPITests {
+    let wall = Date(timeIntervalSince1970: 1_800_000_000)
+    let started = ContinuousClock.now
+
+    func snapshot(_ state: HealthState, requireDatabase: Bool = false) -> StatusSnapshot {
+        var configuration = DaemonConfiguration.defaults
+        configuration.requireDatabase = requireDatabase
+        var snapshot = StatusSnapshot(
+            configuration: configuration, target: "postgresql://app@db:5432/app", version: "1.2.3", pid: 42,
+            startedAt: wall, startedInstant: started
+        )
+        snapshot.state = state
+        return snapshot
+    }
+
+    var clocks: StatusAPI.Clocks { .init(wall: wall.addingTimeInterval(10), monotonic: started + .seconds(10)) }
+
+    func decode<T: Decodable>(_ type: T.Type, _ reply: StatusAPI.Reply) throws -> T {
+        try JSONDecoder().decode(type, from: Data(reply.body))
+    }
+
+    @Test(arguments: [
+        (HealthState.healthy, false, 200), (.unhealthy, false, 503), (.notConfigured, false, 200),
+        (.notConfigured, true, 503), (.starting, false, 200), (.healthy, true, 200),
+    ])
+    func healthCodes(state: HealthState, requireDatabase: Bool, status: Int) throws {
+        let reply = StatusAPI.respond(method: "GET", uri: "/health", snapshot: snapshot(state, requireDatabase: requireDatabase), clocks: clocks)
+        #expect(reply.status == status)
+        let document = try decode(HealthDocument.self, reply)
+        #expect(document.ok == (status == 200))
+        #expect(document.service == "dreamnet-healthd")
+        #expect(document.database == state.rawValue)
+        #expect(document.uptime == 10)
+        #expect(document.timestamp == "2027-01-15T08:00:10.000Z")
+    }
+
+    @Test func statusCarriesTheLastProbeAndItsAge() throws {
+        var state = snapshot(.unhealthy)
+        state.lastProbe = ProbeResult(
+            startedAt: wall, latency: .microseconds(1_000_400),
+            phases: [.init(phase: .connect, duration: .milliseconds(1)), .init(phase: .tls, duration: .microseconds(999_400))],
+            failure: ProbeFailure(reason: .timeout, phase: .tls, message: "no answer")
+        )
+        state.lastProbeFinished = started + .seconds(7)
+        state.consecutiveFailures = 3
+        let document = try decode(StatusDocument.self, StatusAPI.respond(method: "GET", uri: "/status", snapshot: state, clocks: clocks))
+        #expect(document.state == "unhealthy")
+        #expect(document.target == "postgresql://app@db:5432/app")
+        #expect(document.lastProbe?.ok == false)
+        #expect(document.lastProbe?.reason == "timeout")
+        #expect(document.lastProbe?.phase == "tls")
+        #expect(document.lastProbe?.latencyMs == 1000.4)
+        #expect(document.lastProbe?.ageMs == 3_000)
+        #expect(document.lastProbe?.phasesMs == ["connect": 1, "tls": 999.4])
+        #expect(document.consecutiveFailures == 3)
+        #expect(document.intervalMs == 2_000)
+        #expect(document.timeoutMs == 1_000)
+        #expect(document.staleAfterMs == 5_000)
+        #expect(document.pid == 42)
+        #expect(!document.isStale)
+    }
+
+    @Test func staleness() throws {
+        var state = snapshot(.healthy)
+        state.lastProbe = ProbeResult(startedAt: wall, latency: .milliseconds(2), phases: [], failure: nil)
+        state.lastProbeFinished = started + .seconds(6)
+        #expect(try !decode(StatusDocument.self, StatusAPI.respond(method: "GET", uri: "/status", snapshot: state, clocks: clocks)).isStale)
+        state.lastProbeFinished = started + .milliseconds(4_999)
+        #expect(try decode(StatusDocument.self, StatusAPI.respond(method: "GET", uri: "/status", snapshot: state, clocks: clocks)).isStale)
+    }
+
+    @Test func eventsNewestFirstWithALimit() throws {
+        var state = snapshot(.healthy)
+        for index in 0..<5 {
+            state.append(
+                Transition(id: UUID(), from: .healthy, to: .unhealthy, observedAt: wall.addingTimeInterval(Double(index)), reason: "r\(index)", consecutive: 1, message: "m"),
+                limit: 3
+            )
+        }
+        state.transitionCount = 5
+        let all = try decode(EventsDocument.self, StatusAPI.respond(method: "GET", uri: "/events", snapshot: state, clocks: clocks))
+        #expect(all.events.map(\.reason) == ["r4", "r3", "r2"])
+        #expect(all.total == 5)
+        let two = try decode(EventsDocument.self, StatusAPI.respond(method: "GET", uri: "/events?limit=2", snapshot: state, clocks: clocks))
+        #expect(two.events.map(\.reason) == ["r4", "r3"])
+        for bad in ["/events?limit=0", "/events?limit=x", "/events?limit=1001", "/events?limit"] {
+            #expect(StatusAPI.respond(method: "GET", uri: bad, snapshot: state, clocks: clocks).status == 400)
+        }
+    }
+
+    @Test func unknownPathsAndMethods() {
+        let state = snapshot(.healthy)
+        #expect(StatusAPI.respond(method: "GET", uri: "/nope", snapshot: state, clocks: clocks).status == 404)
+        let post = StatusAPI.respond(method: "POST", uri: "/status", snapshot: state, clocks: clocks)
+        #expect(post.status == 405)
+        #expect(post.allow == "GET, HEAD")
+        #expect(StatusAPI.respond(method: "HEAD", uri: "/health", snapshot: state, clocks: clocks).status == 200)
+    }
+}
