@@ -53,8 +53,8 @@ public enum StatusClient {
             var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
             head.headers.add(name: "Host", value: "localhost")
             head.headers.add(name: "Connection", value: "close")
-            try await outbound.write(.head(head))
-            try await outbound.write(.end(nil))
+            // One write: the server may answer (and close) as soon as it has the head.
+            try await outbound.write(contentsOf: [.head(head), .end(nil)])
 
             var status = 0
             var body: [UInt8] = []

@@ -39,16 +39,22 @@ public final class StatusServer: Sendable {
                 }
             }
             .childChannelOption(.allowRemoteHalfClosure, value: false)
+        // Bind and listen under a temporary name, set the mode, then rename into place: the
+        // socket appears only once it accepts connections, and never with a looser mode.
+        let temporaryPath = path + ".\(getpid()).tmp"
+        unlink(temporaryPath)
         let channel: Channel
         do {
-            channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
+            channel = try await bootstrap.bind(unixDomainSocketPath: temporaryPath).get()
         } catch {
             throw StatusServerError(code: .bindFailed, path: path, detail: "\(error)")
         }
-        guard chmod(path, 0o660) == 0 else {
+        let failedStep = chmod(temporaryPath, 0o660) != 0 ? "chmod 0660" : rename(temporaryPath, path) != 0 ? "rename" : nil
+        if let step = failedStep {
             let detail = String(cString: strerror(errno))
             try? await channel.close()
-            throw StatusServerError(code: .bindFailed, path: path, detail: "chmod 0660: \(detail)")
+            unlink(temporaryPath)
+            throw StatusServerError(code: .bindFailed, path: path, detail: "\(step): \(detail)")
         }
         return StatusServer(path: path, channel: channel)
     }

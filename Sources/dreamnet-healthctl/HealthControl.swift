@@ -16,6 +16,10 @@ struct HealthControl: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [Status.self, Probe.self, Wait.self]
     )
+
+    /// Accepted before the subcommand too: `dreamnet-healthctl --socket PATH status`.
+    @Option(help: ArgumentHelp("The daemon's status socket (also accepted after the subcommand).", valueName: "path"))
+    var socket: String?
 }
 
 /// Options every command that talks to the daemon shares.
@@ -26,8 +30,10 @@ struct SocketOptions: ParsableArguments {
     ))
     var socket: String?
 
-    var path: String {
-        socket ?? ProcessInfo.processInfo.environment["DREAMNET_HEALTHD_SOCKET"] ?? DaemonConfiguration.defaultSocketPath
+    /// The subcommand's `--socket`, else the one given before the subcommand, else the
+    /// environment, else the default.
+    func path(parent: HealthControl) -> String {
+        socket ?? parent.socket ?? ProcessInfo.processInfo.environment["DREAMNET_HEALTHD_SOCKET"] ?? DaemonConfiguration.defaultSocketPath
     }
 }
 

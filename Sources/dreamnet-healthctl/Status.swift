@@ -9,6 +9,7 @@ struct Status: AsyncParsableCommand {
     )
 
     @OptionGroup var options: SocketOptions
+    @ParentCommand var parent: HealthControl
 
     @Flag(help: "Print the daemon's JSON instead of a summary.")
     var json = false
@@ -17,7 +18,7 @@ struct Status: AsyncParsableCommand {
         let document: StatusDocument
         let response: StatusClient.Response
         do {
-            response = try await StatusClient.get("/status", socketPath: options.path)
+            response = try await StatusClient.get("/status", socketPath: options.path(parent: parent))
             document = try decodeStatus(response.body)
         } catch {
             writeError("\(error)")

@@ -10,6 +10,7 @@ struct Wait: AsyncParsableCommand {
     )
 
     @OptionGroup var options: SocketOptions
+    @ParentCommand var parent: HealthControl
 
     @Option(name: .customLong("for"), help: ArgumentHelp("healthy, unhealthy or not-configured.", valueName: "state"))
     var state = "healthy"
@@ -32,7 +33,7 @@ struct Wait: AsyncParsableCommand {
         while ContinuousClock.now < deadline {
             let remaining = deadline - .now
             do {
-                let response = try await StatusClient.get("/status", socketPath: options.path, timeout: min(remaining, .seconds(2)))
+                let response = try await StatusClient.get("/status", socketPath: options.path(parent: parent), timeout: min(remaining, .seconds(2)))
                 let status = try decodeStatus(response.body)
                 if status.state == state && !status.isStale {
                     print("\(state)")

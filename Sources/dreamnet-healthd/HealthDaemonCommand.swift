@@ -84,7 +84,7 @@ enum Main {
     static func main() async {
         let command: HealthDaemonCommand
         do {
-            command = try HealthDaemonCommand.parseAsRoot() as! HealthDaemonCommand
+            command = try HealthDaemonCommand.parse()
         } catch {
             // Help and --version exit 0; usage errors share exit code 2 with configuration errors.
             if HealthDaemonCommand.exitCode(for: error) == .success { HealthDaemonCommand.exit(withError: error) }

@@ -1,0 +1,98 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Flags, config files and exit codes, as scripts and monitoring see them.
+@Suite struct CommandLineTests {
+    @Test func badConfigurationExitsTwoNamingTheKey() throws {
+        let directory = try temporaryDirectory(prefix: "healthd-config")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let socket = directory.appendingPathComponent("s.sock").path
+
+        let badInterval = try Binaries.healthd(["--socket", socket, "--interval=-5s"])
+        #expect(badInterval.status == 2)
+        #expect(badInterval.stderr.contains("interval (--interval)"))
+
+        let file = directory.appendingPathComponent("healthd.conf")
+        try "interval = 2s\nintreval = 3s\n".write(to: file, atomically: true, encoding: .utf8)
+        let unknown = try Binaries.healthd(["--socket", socket, "--config", file.path])
+        #expect(unknown.status == 2)
+        #expect(unknown.stderr.contains("intreval"))
+        #expect(unknown.stderr.contains("healthd.conf:2"))
+
+        try "fall = 0\n".write(to: file, atomically: true, encoding: .utf8)
+        let badFall = try Binaries.healthd(["--socket", socket, "--config", file.path])
+        #expect(badFall.status == 2)
+        #expect(badFall.stderr.contains("fall"))
+
+        let missing = try Binaries.healthd(["--config", directory.appendingPathComponent("nope.conf").path])
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("nope.conf"))
+
+        let unknownFlag = try Binaries.healthd(["--intervall", "2s"])
+        #expect(unknownFlag.status == 2)
+
+        #expect(try Binaries.healthd(["--help"]).status == 0)
+        #expect(try Binaries.healthd(["--version"]).stdout.contains("."))
+    }
+
+    @Test func unreachableDaemonIsUnknown() throws {
+        let status = try Binaries.healthctl(["--socket", "/nonexistent/status.sock", "status"])
+        #expect(try Binaries.healthctl(["status", "--socket", "/nonexistent/status.sock"]).status == 3)
+        #expect(status.status == 3)
+        #expect(status.stderr.contains("cannot reach"))
+        let wait = try Binaries.healthctl(["--socket", "/nonexistent/status.sock", "wait", "--timeout", "300ms"])
+        #expect(wait.status == 3)
+    }
+
+    @Test func probeExitCodes() throws {
+        #expect(try Binaries.healthctl(["probe"]).status == 1)
+        let refused = try Binaries.healthctl(["probe", "--database-url", "postgresql://u@127.0.0.1:\(freeTCPPort())/db"])
+        #expect(refused.status == 2)
+        #expect(refused.stdout.contains("refused"))
+        #expect(try Binaries.healthctl(["probe", "--database-url", "host=x port=notaport x y"]).status == 3)
+        #expect(try Binaries.healthctl(["probe", "--timeout", "soon", "--database-url", "host=x"]).status != 0)
+    }
+
+    @Test func aSecondDaemonCannotStealTheSocket() throws {
+        let first = try RunningDaemon([])
+        let second = try Binaries.healthd(["--socket", first.socketPath])
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("another process is listening"))
+        #expect(first.process.isRunning)
+    }
+
+    @Test func libpqEnvironmentFormsWork() throws {
+        let cluster = try clusterWithPasswordRole("svcuser", password: "from-passfile")
+        defer { cluster.destroy() }
+        let directory = try temporaryDirectory(prefix: "healthd-libpq")
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        let passfile = directory.appendingPathComponent("pgpass")
+        // libpq matches the host as written (here both spellings are used), not the address.
+        try "127.0.0.1:\(cluster.port):*:svcuser:from-passfile\nlocalhost:\(cluster.port):*:svcuser:from-passfile\n".write(to: passfile, atomically: true, encoding: .utf8)
+        chmod(passfile.path, 0o600)
+        let services = directory.appendingPathComponent("pg_service.conf")
+        try "[probe-target]\nhost=127.0.0.1\nport=\(cluster.port)\nuser=svcuser\ndbname=postgres\n"
+            .write(to: services, atomically: true, encoding: .utf8)
+
+        let viaService = try Binaries.healthctl(
+            ["probe", "--database-url", "service=probe-target"],
+            environment: ["PGSERVICEFILE": services.path, "PGPASSFILE": passfile.path]
+        )
+        #expect(viaService.status == 0, "\(viaService.stdout)\(viaService.stderr)")
+
+        let viaEnvironment = try Binaries.healthctl(
+            ["probe", "--database-url", "dbname=postgres"],
+            environment: ["PGHOST": "localhost", "PGPORT": "\(cluster.port)", "PGUSER": "svcuser", "PGPASSFILE": passfile.path]
+        )
+        #expect(viaEnvironment.status == 0, "\(viaEnvironment.stdout)\(viaEnvironment.stderr)")
+
+        let noPassword = try Binaries.healthctl(
+            ["probe", "--database-url", "postgresql://svcuser@127.0.0.1:\(cluster.port)/postgres"],
+            environment: ["PGPASSFILE": "/nonexistent"]
+        )
+        #expect(noPassword.status == 2)
+        #expect(noPassword.stdout.contains("auth"))
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import HealthCore
+import Testing
+import TestSupport
+
+/// The daemon binary, end to end: real server, real faults, its socket and its CLI.
+@Suite(.serialized) struct DaemonTests {
+    @Test func followsTheServerThroughOutagesAndFreezes() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let daemon = try RunningDaemon(
+            ["--interval", "200ms", "--timeout", "500ms", "--fall", "2", "--rise", "2"],
+            environment: ["DATABASE_URL": cluster.url]
+        )
+
+        let healthy = try #require(try await daemon.waitFor(.healthy))
+        #expect(healthy.target == cluster.url)
+        #expect(healthy.lastProbe?.ok == true)
+        #expect(try Binaries.healthctl(["--socket", daemon.socketPath, "status"]).status == 0)
+        #expect(try await daemon.get("/health").status == 200)
+
+        try cluster.stop()
+        let refused = try #require(try await daemon.waitFor(.unhealthy))
+        #expect(refused.lastProbe?.reason == "refused")
+        #expect(try await daemon.get("/health").status == 503)
+        let ctl = try Binaries.healthctl(["--socket", daemon.socketPath, "status"])
+        #expect(ctl.status == 2)
+        #expect(ctl.stdout.contains("refused"))
+
+        try cluster.start()
+        _ = try #require(try await daemon.waitFor(.healthy))
+
+        try cluster.freeze()
+        let frozen = try #require(try await daemon.waitFor(.unhealthy))
+        try cluster.thaw()
+        #expect(frozen.lastProbe?.reason == "timeout")
+        #expect((frozen.lastProbe?.latencyMs ?? 0) < 700)
+        _ = try #require(try await daemon.waitFor(.healthy))
+
+        let events = try await daemon.events()
+        #expect(events.map { "\($0.from)>\($0.to)" } == [
+            "unhealthy>healthy", "healthy>unhealthy", "unhealthy>healthy", "healthy>unhealthy", "starting>healthy",
+        ])
+        #expect(events[1].reason == "timeout")
+        #expect(events[3].reason == "refused")
+        #expect(Set(events.map(\.id)).count == 5)
+        let status = try await daemon.status()
+        #expect(status.transitions == 5)
+    }
+
+    /// From fault to state change within fall × interval + timeout + 0.5 s, with the defaults.
+    @Test func detectsFaultsWithinTheBoundWithDefaults() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let daemon = try RunningDaemon([], environment: ["DATABASE_URL": cluster.url])
+        let defaults = DaemonConfiguration.defaults
+        let bound = defaults.detectionBound + .milliseconds(500)
+        _ = try #require(try await daemon.waitFor(.healthy))
+
+        for fault in ["stop", "freeze"] {
+            // Land the fault at a random point of the probe cycle.
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0..<2_000)))
+            let faultAt = ContinuousClock.now
+            if fault == "stop" { try cluster.stop() } else { try cluster.freeze() }
+            let unhealthy = try await daemon.waitFor(.unhealthy, timeout: bound + .seconds(5))
+            let detection = ContinuousClock.now - faultAt
+            #expect(unhealthy != nil, "\(fault) not detected")
+            #expect(detection <= bound, "\(fault) detected after \(detection), bound \(bound)")
+            if fault == "stop" { try cluster.start() } else { try cluster.thaw() }
+            _ = try #require(try await daemon.waitFor(.healthy, timeout: .seconds(15)))
+        }
+    }
+
+    @Test func notConfiguredIsAStateNotAnError() async throws {
+        let daemon = try RunningDaemon(["--interval", "200ms"])
+        _ = try #require(try await daemon.waitFor(.notConfigured))
+        let health = try await daemon.get("/health")
+        #expect(health.status == 200)
+        let document = try JSONDecoder().decode(HealthDocument.self, from: Data(health.body))
+        #expect(document.database == "not-configured")
+        #expect(document.ok)
+        let ctl = try Binaries.healthctl(["--socket", daemon.socketPath, "status"])
+        #expect(ctl.status == 1, "\(ctl.stdout)\(ctl.stderr)")
+
+        let strict = try RunningDaemon(["--require-database"])
+        _ = try #require(try await strict.waitFor(.notConfigured))
+        #expect(try await strict.get("/health").status == 503)
+        #expect(try Binaries.healthctl(["--socket", strict.socketPath, "status"]).status == 1)
+    }
+
+    @Test func aPasswordAppearsInNoOutput() async throws {
+        let sentinel = "Sentinel-4c1d-PW"
+        let cluster = try clusterWithPasswordRole("watcher", password: "the-real-one")
+        defer { cluster.destroy() }
+        let url = "postgresql://watcher:\(sentinel)@127.0.0.1:\(cluster.port)/postgres"
+        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", url])
+        let unhealthy = try #require(try await daemon.waitFor(.unhealthy))
+        #expect(unhealthy.lastProbe?.reason == "auth")
+        #expect(unhealthy.lastProbe?.sqlstate == "28P01")
+
+        var outputs: [String] = []
+        for uri in ["/status", "/events", "/health"] {
+            outputs.append(String(decoding: try await daemon.get(uri).body, as: UTF8.self))
+        }
+        let ctlStatus = try Binaries.healthctl(["--socket", daemon.socketPath, "status"])
+        let ctlJSON = try Binaries.healthctl(["--socket", daemon.socketPath, "status", "--json"])
+        let ctlProbe = try Binaries.healthctl(["probe", "--database-url", url])
+        let ctlProbeJSON = try Binaries.healthctl(["probe", "--json"], environment: ["DATABASE_URL": url])
+        #expect(ctlProbe.status == 2)
+        #expect(ctlProbe.stdout.contains("auth"))
+        for output in [ctlStatus, ctlJSON, ctlProbe, ctlProbeJSON] {
+            outputs += [output.stdout, output.stderr]
+        }
+        // Malformed percent escapes: libpq 15 echoes the token in its error text.
+        let malformed = "postgresql://watcher:\(sentinel)%zz@127.0.0.1:\(cluster.port)/postgres"
+        let rejected = try Binaries.healthd(["--socket", daemon.directory.appendingPathComponent("x.sock").path, "--database-url", malformed])
+        #expect(rejected.status == 2)
+        #expect(rejected.stderr.contains("database_url"))
+        let rejectedEnv = try Binaries.healthd(["--socket", daemon.directory.appendingPathComponent("y.sock").path], environment: ["DATABASE_URL": malformed])
+        #expect(rejectedEnv.status == 2)
+        #expect(rejectedEnv.stderr.contains("DATABASE_URL"))
+        let rejectedProbe = try Binaries.healthctl(["probe", "--database-url", malformed])
+        #expect(rejectedProbe.status == 3)
+        outputs += [rejected.stdout, rejected.stderr, rejectedEnv.stderr, rejectedProbe.stdout, rejectedProbe.stderr]
+
+        let log = daemon.process.output()
+        #expect(log.contains("auth"), "the daemon logs the failure")
+        outputs.append(log)
+        for output in outputs {
+            #expect(!output.contains(sentinel), "secret leaked in: \(output)")
+            #expect(!output.contains("Sentinel"), "secret leaked in: \(output)")
+        }
+    }
+}

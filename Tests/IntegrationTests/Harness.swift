@@ -1,0 +1,84 @@
+import Foundation
+import HealthCore
+import StatusHTTP
+import TestSupport
+
+/// Runs the built binaries the way operators and scripts do.
+enum Binaries {
+    static var daemon: URL { productsDirectory().appendingPathComponent("dreamnet-healthd") }
+    static var control: URL { productsDirectory().appendingPathComponent("dreamnet-healthctl") }
+
+    /// `dreamnet-healthctl ARGS`, without a DATABASE_URL of the test process leaking in.
+    static func healthctl(_ arguments: [String], environment: [String: String] = [:]) throws -> ProcessOutput {
+        var env = ProcessInfo.processInfo.environment
+        env["DATABASE_URL"] = nil
+        env.merge(environment) { $1 }
+        return try runProcess(control, arguments, environment: env, timeout: .seconds(30))
+    }
+
+    static func healthd(_ arguments: [String], environment: [String: String] = [:]) throws -> ProcessOutput {
+        var env = ProcessInfo.processInfo.environment
+        env["DATABASE_URL"] = nil
+        env.merge(environment) { $1 }
+        return try runProcess(daemon, arguments, environment: env, timeout: .seconds(30))
+    }
+}
+
+/// A daemon running in the background on its own socket, stopped when the test ends.
+final class RunningDaemon {
+    let process: BackgroundProcess
+    let socketPath: String
+    let directory: URL
+
+    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+        directory = try temporaryDirectory(prefix: "healthd-test")
+        socketPath = directory.appendingPathComponent("status.sock").path
+        process = try BackgroundProcess(
+            Binaries.daemon, ["--socket", socketPath, "--log-level", "debug"] + arguments,
+            environment: environment, removing: environment["DATABASE_URL"] == nil ? ["DATABASE_URL"] : []
+        )
+        let up = waitUntil(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: socketPath) || !process.isRunning }
+        guard up, process.isRunning else {
+            throw TestSupportError("daemon did not start: \(process.output())")
+        }
+    }
+
+    deinit {
+        process.terminate(timeout: .seconds(5))
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func get(_ uri: String) async throws -> StatusClient.Response {
+        try await StatusClient.get(uri, socketPath: socketPath)
+    }
+
+    func status() async throws -> StatusDocument {
+        try JSONDecoder().decode(StatusDocument.self, from: Data(try await get("/status").body))
+    }
+
+    /// Polls `/status` until the state is `state`; returns the document, or `nil` at the timeout.
+    func waitFor(_ state: HealthState, timeout: Duration = .seconds(15)) async throws -> StatusDocument? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let document = try await status()
+            if document.state == state.rawValue { return document }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        return nil
+    }
+
+    func events() async throws -> [EventDocument] {
+        try JSONDecoder().decode(EventsDocument.self, from: Data(try await get("/events?limit=1000").body)).events
+    }
+}
+
+/// A cluster with a password-protected role, for auth failures and secrets.
+func clusterWithPasswordRole(_ role: String, password: String) throws -> TestPostgres {
+    let cluster = try TestPostgres.start()
+    let hba = cluster.dataDirectory.appendingPathComponent("pg_hba.conf")
+    let existing = try String(contentsOf: hba, encoding: .utf8)
+    try ("host all \(role) 127.0.0.1/32 scram-sha-256\n" + existing).write(to: hba, atomically: false, encoding: .utf8)
+    try cluster.psql("select pg_reload_conf()")
+    try cluster.psql("create role \(role) login password '\(password)'")
+    return cluster
+}

@@ -1,0 +1,108 @@
+import Foundation
+import HealthCore
+import PostgresProbe
+import Testing
+import TestSupport
+
+/// The probe engine against a real server and real faults.
+@Suite(.serialized) struct ProbeTests {
+    func probe(_ url: String, timeout: Duration = .seconds(1)) async throws -> ProbeResult {
+        try await PostgresProber(target: ConnectionTarget.parse(url), timeout: timeout).probe()
+    }
+
+    @Test func healthyOverTCPAndTheUnixSocket() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+
+        let tcp = try await probe(cluster.url)
+        #expect(tcp.ok, "\(String(describing: tcp.failure))")
+        #expect(tcp.phases.map(\.phase).first == .resolve)
+        #expect(tcp.phases.map(\.phase).last == .query)
+        #expect(tcp.latency < .seconds(1))
+
+        let keyValue = try await probe(cluster.keyValueConninfo)
+        #expect(keyValue.ok)
+        let socket = try await probe("host=\(cluster.socketDirectory) port=\(cluster.port) user=postgres dbname=postgres")
+        #expect(socket.ok)
+        let byName = try await probe("postgresql://postgres@localhost:\(cluster.port)/postgres")
+        #expect(byName.ok, "\(String(describing: byName.failure))")
+    }
+
+    @Test func stoppedServerIsRefused() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        try cluster.stop()
+        let result = try await probe(cluster.url)
+        #expect(result.failure?.reason == .refused)
+        #expect(result.failure?.phase == .connect)
+        #expect(result.latency < .milliseconds(500))
+    }
+
+    @Test func frozenPostmasterTimesOutWithinTheDeadline() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        try cluster.freeze()
+        let started = ContinuousClock.now
+        let result = try await probe(cluster.url)
+        let elapsed = ContinuousClock.now - started
+        try cluster.thaw()
+        #expect(result.failure?.reason == .timeout)
+        #expect(result.latency >= .milliseconds(990))
+        #expect(elapsed < .milliseconds(1_500))
+        // Thawed, the same server answers again: the timed-out probe left nothing behind.
+        #expect(try await probe(cluster.url).ok)
+    }
+
+    @Test func listenerThatNeverAnswersTimesOutWithinTheDeadline() async throws {
+        let listener = try BlackHoleListener()
+        defer { listener.close() }
+        for _ in 0..<3 {
+            let started = ContinuousClock.now
+            let result = try await probe("postgresql://u@127.0.0.1:\(listener.port)/db")
+            let elapsed = ContinuousClock.now - started
+            #expect(result.failure?.reason == .timeout)
+            #expect(result.failure?.phase == .tls || result.failure?.phase == .auth)
+            #expect(elapsed < .milliseconds(1_200))
+            #expect(elapsed >= .milliseconds(990))
+        }
+        let short = try await probe("postgresql://u@127.0.0.1:\(listener.port)/db", timeout: .milliseconds(200))
+        #expect(short.failure?.reason == .timeout)
+        #expect(short.latency < .milliseconds(500))
+    }
+
+    @Test func unresolvableNameIsDNS() async throws {
+        let result = try await probe("postgresql://u@no-such-host.invalid:5432/db")
+        #expect(result.failure?.reason == .dns)
+        #expect(result.failure?.phase == .resolve)
+    }
+
+    @Test func wrongPasswordIsAuthWithSQLSTATEAndNoSecret() async throws {
+        let cluster = try clusterWithPasswordRole("prober", password: "right-one")
+        defer { cluster.destroy() }
+        let sentinel = "Sentinel-9f3b-PW"
+        let result = try await probe("postgresql://prober:\(sentinel)@127.0.0.1:\(cluster.port)/postgres")
+        #expect(result.failure?.reason == .auth)
+        #expect(result.failure?.sqlstate == "28P01")
+        #expect(result.failure?.phase == .auth)
+        #expect(result.failure?.message.contains(sentinel) == false)
+        #expect(try await probe("postgresql://prober:right-one@127.0.0.1:\(cluster.port)/postgres").ok)
+    }
+
+    @Test func malformedURLNeverEchoesThePassword() {
+        let sentinel = "Sentinel%zz-PW"
+        do {
+            _ = try ConnectionTarget.parse("postgresql://u:\(sentinel)@127.0.0.1/db")
+            Issue.record("a malformed percent escape must be rejected")
+        } catch {
+            #expect(!error.description.contains("Sentinel"))
+            #expect(error.description.contains("percent-encoded"))
+        }
+    }
+
+    @Test func targetIsShownWithoutItsPassword() throws {
+        let target = try ConnectionTarget.parse("postgresql://app:Sentinel-PW@db.example:6432/app?sslmode=require")
+        #expect(target.display == "postgresql://app@db.example:6432/app?sslmode=require")
+        let keyValue = try ConnectionTarget.parse("host=db port=5433 user=app password=Sentinel-PW dbname=app")
+        #expect(keyValue.display == "postgresql://app@db:5433/app")
+    }
+}

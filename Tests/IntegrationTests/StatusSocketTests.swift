@@ -1,0 +1,147 @@
+import Foundation
+import HealthCore
+import Testing
+import TestSupport
+
+/// The status socket under abuse: many clients, garbage, wrong requests.
+@Suite(.serialized) struct StatusSocketTests {
+    @Test func manyClientsAndGarbageDoNotDisturbTheDaemon() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let interval = Duration.milliseconds(250)
+        let daemon = try RunningDaemon(["--interval", "250ms"], environment: ["DATABASE_URL": cluster.url])
+        let before = try #require(try await daemon.waitFor(.healthy))
+        let started = ContinuousClock.now
+
+        // One client sends 1 MiB of garbage while 200 well-formed clients are connected.
+        let garbage = try RawClient(socketPath: daemon.socketPath)
+        var clients: [RawClient] = []
+        for _ in 0..<200 { clients.append(try RawClient(socketPath: daemon.socketPath)) }
+        var bytes = [UInt8](repeating: 0, count: 1 << 20)
+        for index in bytes.indices { bytes[index] = UInt8.random(in: 0...255) }
+        garbage.sendIgnoringErrors(bytes)
+        for client in clients {
+            try client.send(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        }
+        var answered = 0
+        for client in clients {
+            let reply = try client.readResponse()
+            if reply.hasPrefix("HTTP/1.1 200") && reply.contains("\"database\":\"healthy\"") { answered += 1 }
+        }
+        #expect(answered == 200)
+        let garbageReply = garbage.readUntilClosed()
+        #expect(garbageReply.isEmpty || garbageReply.hasPrefix("HTTP/1.1 400"))
+        clients.removeAll()
+
+        // Oversized header, bad method, unknown path: answered and the daemon keeps going.
+        let big = try RawClient(socketPath: daemon.socketPath)
+        big.sendIgnoringErrors(Array(("GET /status HTTP/1.1\r\nX-Big: " + String(repeating: "a", count: 200_000) + "\r\n\r\n").utf8))
+        let bigReply = big.readUntilClosed()
+        #expect(bigReply.isEmpty || bigReply.hasPrefix("HTTP/1.1 4"))
+        #expect(try await daemon.get("/nope").status == 404)
+        #expect(try await daemon.get("/events?limit=zero").status == 400)
+
+        // The probe loop kept its cadence throughout.
+        try await Task.sleep(for: .seconds(1))
+        let after = try await daemon.status()
+        let elapsed = ContinuousClock.now - started
+        let probes = after.consecutiveSuccesses - before.consecutiveSuccesses
+        let expected = Int(elapsed / interval)
+        #expect(after.state == "healthy")
+        #expect(probes >= expected - 2, "\(probes) probes in \(elapsed), expected about \(expected)")
+        #expect(daemon.process.isRunning)
+    }
+
+    @Test func keepAliveAndPipelinedRequests() throws {
+        let daemon = try RunningDaemon([])
+        #expect(waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: daemon.socketPath) })
+        let client = try RawClient(socketPath: daemon.socketPath)
+        try client.send(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /status HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let first = try client.readResponse()
+        let second = try client.readResponse()
+        #expect(first.hasPrefix("HTTP/1.1 200"))
+        #expect(second.hasPrefix("HTTP/1.1 200"))
+        #expect(second.contains("\"state\""))
+        let mode = try FileManager.default.attributesOfItem(atPath: daemon.socketPath)[.posixPermissions] as? Int
+        #expect(mode == 0o660)
+    }
+}
+
+/// A blocking Unix-socket client speaking just enough HTTP/1.1 to check replies byte for byte.
+final class RawClient {
+    let descriptor: Int32
+    private var buffer: [UInt8] = []
+
+    init(socketPath: String) throws {
+        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(socketPath.utf8)) }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard connected == 0 else {
+            close(descriptor)
+            throw TestSupportError("connect: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    deinit { close(descriptor) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard written > 0 else { throw TestSupportError("send: \(String(cString: strerror(errno)))") }
+            offset += written
+        }
+    }
+
+    /// Sends what the peer accepts; the daemon may close on us halfway, which is the point.
+    func sendIgnoringErrors(_ bytes: [UInt8]) {
+        try? send(bytes)
+    }
+
+    /// One response: head, then Content-Length bytes of body.
+    func readResponse() throws -> String {
+        while true {
+            if let headEnd = find(Array("\r\n\r\n".utf8)) {
+                let head = String(decoding: buffer[..<headEnd], as: UTF8.self)
+                let length = head.split(separator: "\r\n")
+                    .first { $0.lowercased().hasPrefix("content-length:") }
+                    .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+                let total = headEnd + 4 + length
+                if buffer.count >= total {
+                    let response = String(decoding: buffer[..<total], as: UTF8.self)
+                    buffer.removeFirst(total)
+                    return response
+                }
+            }
+            guard fill() > 0 else { throw TestSupportError("connection closed mid-response: \(String(decoding: buffer, as: UTF8.self))") }
+        }
+    }
+
+    func readUntilClosed() -> String {
+        while fill() > 0 {}
+        return String(decoding: buffer, as: UTF8.self)
+    }
+
+    private func fill() -> Int {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        let count = read(descriptor, &chunk, chunk.count)
+        if count > 0 { buffer.append(contentsOf: chunk[..<count]) }
+        return count
+    }
+
+    private func find(_ needle: [UInt8]) -> Int? {
+        guard buffer.count >= needle.count else { return nil }
+        for index in 0...(buffer.count - needle.count) where buffer[index..<index + needle.count].elementsEqual(needle) {
+            return index
+        }
+        return nil
+    }
+}
