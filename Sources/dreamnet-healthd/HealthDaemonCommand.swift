@@ -107,6 +107,9 @@ enum Main {
             return handler
         }
         let logger = Logger(label: "dreamnet-healthd")
+        // The configuration is read at start only; a stray SIGHUP (whose default action is to
+        // terminate) must not stop monitoring.
+        signal(SIGHUP, SIG_IGN)
 
         do {
             let daemon = try await Daemon.make(
