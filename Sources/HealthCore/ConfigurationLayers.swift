@@ -89,7 +89,7 @@ public struct ConfigurationLayers: Sendable {
     }
 
     private func count(_ key: ConfigKey, _ value: SourcedValue) throws(ConfigurationError) -> Int {
-        guard let number = Int(value.text.trimmingCharacters(in: .whitespaces)), (1...1_000).contains(number) else {
+        guard let number = Int(value.text.trimmed()), (1...1_000).contains(number) else {
             throw invalid(key, value, "must be a whole number from 1 to 1000, got '\(value.text)'")
         }
         return number
@@ -108,4 +108,4 @@ public struct ConfigurationLayers: Sendable {
     }
 }
 
-import Foundation
+import FoundationEssentials

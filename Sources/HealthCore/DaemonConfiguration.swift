@@ -50,7 +50,7 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case requireDatabase = "require_database"
     case logLevel = "log_level"
 
-    public var flag: String { "--" + rawValue.replacingOccurrences(of: "_", with: "-") }
+    public var flag: String { "--" + rawValue.replacing("_", with: "-") }
 }
 
 /// How much the daemon logs; the names are swift-log's.

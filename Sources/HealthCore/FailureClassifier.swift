@@ -49,7 +49,7 @@ public enum FailureClassifier {
     public static func sqlstate(inConnectionError message: String) -> String? {
         for severity in ["FATAL:", "ERROR:", "PANIC:"] {
             var rest = Substring(message)
-            while let range = rest.range(of: severity) {
+            while let range = rest.firstRange(of: severity) {
                 let after = rest[range.upperBound...].drop(while: { $0 == " " })
                 let code = after.prefix(5)
                 if code.count == 5,
@@ -67,13 +67,13 @@ public enum FailureClassifier {
     /// prefix (it is reported in its own field).
     public static func tidy(_ message: String) -> String {
         let lines = message.split(whereSeparator: \.isNewline)
-            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .map { $0.trimmed() }
             .filter { !$0.isEmpty && !$0.hasPrefix("LOCATION:") }
         var text = lines.joined(separator: " ")
-        while text.contains("  ") { text = text.replacingOccurrences(of: "  ", with: " ") }
+        while text.contains("  ") { text = text.replacing("  ", with: " ") }
         for severity in ["FATAL: ", "ERROR: ", "PANIC: "] {
             var searchStart = text.startIndex
-            while let range = text.range(of: severity, range: searchStart..<text.endIndex) {
+            while let range = text[searchStart...].firstRange(of: severity) {
                 let codeEnd = text.index(range.upperBound, offsetBy: 7, limitedBy: text.endIndex)
                 if let codeEnd, text[range.upperBound..<codeEnd].count == 7,
                    text[text.index(range.upperBound, offsetBy: 5)...].hasPrefix(": "),
@@ -87,4 +87,3 @@ public enum FailureClassifier {
     }
 }
 
-import Foundation

@@ -1,5 +1,5 @@
-import struct Foundation.Date
-import struct Foundation.UUID
+import struct FoundationEssentials.Date
+import struct FoundationEssentials.UUID
 
 /// Rise/fall damping over probe results. Pure: it is handed every result, time and id it uses.
 ///

@@ -8,7 +8,7 @@ public enum HumanDuration {
     }
 
     public static func parse(_ text: String) throws(ParseError) -> Duration {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmed()
         let units: [(suffix: String, millisecondsPerUnit: Double)] = [("ms", 1), ("s", 1_000), ("m", 60_000)]
         for (suffix, scale) in units where trimmed.hasSuffix(suffix) {
             let number = trimmed.dropLast(suffix.count)
@@ -46,4 +46,3 @@ extension Duration {
     }
 }
 
-import Foundation

@@ -86,4 +86,4 @@ public struct ProbeResult: Sendable, Equatable {
     public var reasonText: String { failure?.reason.rawValue ?? "ok" }
 }
 
-import struct Foundation.Date
+import struct FoundationEssentials.Date

@@ -27,7 +27,7 @@ public struct SecretScrubber: Sendable, Equatable {
     public func scrub(_ text: String) -> String {
         var result = text
         for secret in secrets where result.contains(secret) {
-            result = result.replacingOccurrences(of: secret, with: Self.mask)
+            result = result.replacing(secret, with: Self.mask)
         }
         return Self.maskPercentTokens(result)
     }
@@ -39,7 +39,7 @@ public struct SecretScrubber: Sendable, Equatable {
         guard text.contains(marker) else { return text }
         var output = ""
         var rest = Substring(text)
-        while let range = rest.range(of: marker) {
+        while let range = rest.firstRange(of: marker) {
             output += rest[..<range.upperBound]
             rest = rest[range.upperBound...]
             if let close = rest.lastIndex(of: "\"") {
@@ -57,8 +57,8 @@ public struct SecretScrubber: Sendable, Equatable {
     /// `password=` parameter, a key=value `password` (quoted or not).
     public static func passwords(in connectionString: String) -> [String] {
         var found: [String] = []
-        let text = connectionString.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let schemeEnd = text.range(of: "://"),
+        let text = connectionString.trimmed()
+        if let schemeEnd = text.firstRange(of: "://"),
            ["postgres", "postgresql"].contains(text[..<schemeEnd.lowerBound].lowercased()) {
             let afterScheme = text[schemeEnd.upperBound...]
             let authorityEnd = afterScheme.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? afterScheme.endIndex
@@ -85,7 +85,7 @@ public struct SecretScrubber: Sendable, Equatable {
 
     private static func spellings(of raw: String) -> [String] {
         var all = [raw]
-        if let decoded = raw.removingPercentEncoding, decoded != raw { all.append(decoded) }
+        if let decoded = raw.percentDecoded, decoded != raw { all.append(decoded) }
         return all
     }
 
@@ -93,7 +93,7 @@ public struct SecretScrubber: Sendable, Equatable {
     private static func keyValuePasswords(_ text: String) -> [String] {
         var found: [String] = []
         var rest = Substring(text)
-        while let range = rest.range(of: "password", options: .caseInsensitive) {
+        while let range = rest.firstRange(ofASCIICaseInsensitive: "password") {
             var cursor = rest[range.upperBound...].drop(while: \.isWhitespace)
             rest = rest[range.upperBound...]
             guard cursor.first == "=" else { continue }
@@ -121,4 +121,3 @@ public struct SecretScrubber: Sendable, Equatable {
     }
 }
 
-import Foundation

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// What the status socket answers to a request: pure, so every route is unit-tested.
 public enum StatusAPI {

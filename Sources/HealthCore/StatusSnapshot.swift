@@ -1,4 +1,4 @@
-import struct Foundation.Date
+import struct FoundationEssentials.Date
 
 /// Everything the status socket answers from: a copy taken under a lock, so answering never
 /// touches the database or waits for a probe.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Timestamps as people and rows see them: UTC, RFC 3339, milliseconds.
 public enum Timestamp {

@@ -1,5 +1,5 @@
-import struct Foundation.Date
-import struct Foundation.UUID
+import struct FoundationEssentials.Date
+import struct FoundationEssentials.UUID
 
 /// One change of state. Every transition is an event worth recording.
 public struct Transition: Sendable, Equatable, Identifiable {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import HealthCore
 import Logging
 import PostgresProbe
@@ -118,7 +118,7 @@ final class ProbeService: Service {
         var line = "database \(snapshot.state.rawValue)"
         if let probe = snapshot.lastProbe {
             line += probe.ok
-                ? ", last probe ok in \(String(format: "%.1f", probe.latency.fractionalMilliseconds)) ms"
+                ? ", last probe ok in \(FixedPoint.format(probe.latency.fractionalMilliseconds, places: 1)) ms"
                 : ", last probe \(probe.reasonText) during \(probe.failure?.phase.rawValue ?? "?")"
         }
         return line

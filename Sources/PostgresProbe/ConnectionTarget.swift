@@ -81,4 +81,3 @@ public struct ConnectionStringError: Error, Sendable, CustomStringConvertible {
     public var description: String { "invalid connection string: \(message)" }
 }
 
-import Foundation

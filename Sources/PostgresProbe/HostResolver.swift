@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 import Synchronization
 
 /// Name resolution under a deadline.
@@ -74,7 +74,7 @@ private final class Lookup: Sendable {
         self.host = host
         var descriptors: [Int32] = [-1, -1]
         guard pipe(&descriptors) == 0 else {
-            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+            throw ResolverError(message: String(cString: strerror(errno)))
         }
         for descriptor in descriptors {
             _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
@@ -100,9 +100,15 @@ private final class Lookup: Sendable {
             return !state.started
         }
         guard first else { return }
-        Thread.detachNewThread { [self] in
+        let started = DetachedThread.start { [self] in
             let result = Self.lookUp(host)
             state.withLock { $0.result = result }
+            whenDone()
+            var byte: UInt8 = 1
+            _ = write(writeDescriptor, &byte, 1)
+        }
+        if !started {
+            state.withLock { $0.result = .failure(.failed("could not start a thread for name resolution")) }
             whenDone()
             var byte: UInt8 = 1
             _ = write(writeDescriptor, &byte, 1)
@@ -140,4 +146,33 @@ private final class Lookup: Sendable {
     }
 }
 
-import HealthCore
+struct ResolverError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// A detached POSIX thread for one blocking call. Lookups need a thread each (see
+/// `HostResolver`), and this keeps Foundation's `Thread` out of the binary.
+enum DetachedThread {
+    private final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    /// `false` if the thread could not be created.
+    static func start(_ body: @escaping @Sendable () -> Void) -> Bool {
+        let box = Unmanaged.passRetained(Box(body))
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+        var thread = pthread_t()
+        let status = pthread_create(&thread, &attributes, { argument in
+            let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box.toOpaque())
+        if status != 0 { box.release() }
+        return status == 0
+    }
+}

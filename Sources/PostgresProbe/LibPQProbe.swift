@@ -1,5 +1,6 @@
 import CLibPQ
-import Foundation
+import FoundationEssentials
+import Glibc
 import HealthCore
 
 /// One probe: a fresh connection and `SELECT 1`, under one monotonic deadline that covers name

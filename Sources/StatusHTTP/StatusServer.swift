@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 import HealthCore
 import Logging
 import NIOCore
@@ -68,8 +68,8 @@ public final class StatusServer: Sendable {
     private static func removeStaleSocket(at path: String) throws(StatusServerError) {
         var info = stat()
         guard lstat(path, &info) == 0 else {
-            let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ""
+            if !directory.isEmpty, access(directory, F_OK) != 0 {
                 throw StatusServerError(code: .bindFailed, path: path, detail: "directory \(directory) does not exist")
             }
             return

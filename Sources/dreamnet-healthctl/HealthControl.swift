@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import HealthCore
 
 /// `dreamnet-healthctl`: asks the daemon (or the database, for `probe`) and answers with the
@@ -56,7 +57,8 @@ enum Verdict: Int32 {
 }
 
 func writeError(_ text: String) {
-    FileHandle.standardError.write(Data("dreamnet-healthctl: \(text)\n".utf8))
+    let line = Array("dreamnet-healthctl: \(text)\n".utf8)
+    _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
 func decodeStatus(_ body: [UInt8]) throws -> StatusDocument {

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import HealthCore
 import PostgresProbe
 
@@ -54,14 +54,14 @@ struct Probe: AsyncParsableCommand {
 
     static func summary(_ probe: ProbeDocument) -> String {
         let phases = ProbePhase.allCases.compactMap { phase in
-            probe.phasesMs[phase.rawValue].map { String(format: "%@ %.1f", phase.rawValue, $0) }
+            probe.phasesMs[phase.rawValue].map { "\(phase.rawValue) \(FixedPoint.format($0, places: 1))" }
         }.joined(separator: ", ")
         var text = probe.ok
-            ? String(format: "ok: %@ answered SELECT 1 in %.1f ms", probe.target, probe.latencyMs)
-            : String(format: "unhealthy: %@: %@", probe.target, probe.reason)
+            ? "ok: \(probe.target) answered SELECT 1 in \(FixedPoint.format(probe.latencyMs, places: 1)) ms"
+            : "unhealthy: \(probe.target): \(probe.reason)"
         if let phase = probe.phase { text += " during \(phase)" }
         if let sqlstate = probe.sqlstate { text += " (SQLSTATE \(sqlstate))" }
-        if !probe.ok { text += String(format: " after %.1f ms", probe.latencyMs) }
+        if !probe.ok { text += " after \(FixedPoint.format(probe.latencyMs, places: 1)) ms" }
         if let message = probe.message { text += "\n  \(message)" }
         if !phases.isEmpty { text += "\n  phases (ms): \(phases)" }
         return text

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import HealthCore
 import StatusHTTP
 
@@ -48,17 +48,17 @@ struct Status: AsyncParsableCommand {
             var text = probe.ok ? "ok" : probe.reason
             if let phase = probe.phase { text += " during \(phase)" }
             if let sqlstate = probe.sqlstate { text += " (SQLSTATE \(sqlstate))" }
-            text += String(format: " in %.1f ms, %.1f s ago", probe.latencyMs, Double(probe.ageMs) / 1_000)
+            text += " in \(FixedPoint.format(probe.latencyMs, places: 1)) ms, \(FixedPoint.format(Double(probe.ageMs) / 1_000, places: 1)) s ago"
             lines.append(("last probe", text))
             if let message = probe.message { lines.append(("message", message)) }
         }
         lines.append(("streak", "\(status.consecutiveSuccesses) ok, \(status.consecutiveFailures) failed in a row (rise \(status.rise), fall \(status.fall))"))
         lines.append(("transitions", "\(status.transitions)"))
         lines.append(("probing", "every \(status.intervalMs) ms, deadline \(status.timeoutMs) ms"))
-        lines.append(("daemon", "pid \(status.pid), version \(status.version), up \(String(format: "%.0f", status.uptimeS)) s"))
+        lines.append(("daemon", "pid \(status.pid), version \(status.version), up \(FixedPoint.format(status.uptimeS, places: 0)) s"))
         let width = lines.map(\.0.count).max() ?? 0
         return lines.map { key, value in
-            key.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value + "\n"
+            key + String(repeating: " ", count: width - key.count) + "  " + value + "\n"
         }.joined()
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import HealthCore
 import HealthDaemon
 import Logging
@@ -49,12 +50,11 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         var layers = ConfigurationLayers(environment: environment)
         if let config {
             let text: String
-            do {
-                text = try String(contentsOfFile: config, encoding: .utf8)
-            } catch {
+            switch Self.readTextFile(config) {
+            case .success(let contents): text = contents
+            case .failure(let reason):
                 throw ConfigurationError(
-                    code: .unreadableFile, key: nil, source: "--config",
-                    message: "cannot read \(config): \(Self.reason(error))"
+                    code: .unreadableFile, key: nil, source: "--config", message: "cannot read \(config): \(reason.reason)"
                 )
             }
             layers.file = try ConfigFile.parse(text, path: config)
@@ -70,12 +70,32 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         return layers
     }
 
-    private static func reason(_ error: Error) -> String {
-        if let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError,
-           underlying.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(underlying.code)))
+    /// The whole file as UTF-8, or the reason it cannot be read (strerror's words).
+    private static func readTextFile(_ path: String) -> Result<String, ReadFailure> {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return .failure(ReadFailure(String(cString: strerror(errno)))) }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16_384)
+        while true {
+            let count = read(descriptor, &chunk, chunk.count)
+            if count == 0 { break }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return .failure(ReadFailure(String(cString: strerror(errno))))
+            }
+            bytes.append(contentsOf: chunk[..<count])
+            guard bytes.count <= 1 << 20 else { return .failure(ReadFailure("larger than 1 MiB")) }
         }
-        return (error as NSError).localizedDescription
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            return .failure(ReadFailure("not valid UTF-8"))
+        }
+        return .success(text)
+    }
+
+    struct ReadFailure: Error {
+        var reason: String
+        init(_ reason: String) { self.reason = reason }
     }
 }
 
@@ -125,7 +145,8 @@ enum Main {
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
-        FileHandle.standardError.write(Data("dreamnet-healthd: \(message)\n".utf8))
+        let line = Array("dreamnet-healthd: \(message)\n".utf8)
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
         exit(code)
     }
 }
