@@ -11,7 +11,9 @@ public enum ConfigFile {
     public static func parse(_ text: String, path: String) throws(ConfigurationError) -> [ConfigKey: SourcedValue] {
         var values: [ConfigKey: SourcedValue] = [:]
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // isNewline, not "\n": in Swift "\r\n" is one Character, and files written on
+        // other systems use it.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             lineNumber += 1
             let source = ConfigSource.file(path: path, line: lineNumber)
             guard let (key, value) = try parseLine(Substring(rawLine), source: source) else { continue }

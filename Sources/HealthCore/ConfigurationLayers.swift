@@ -23,13 +23,15 @@ public struct ConfigurationLayers: Sendable {
     public func resolve() throws(ConfigurationError) -> DaemonConfiguration {
         var config = DaemonConfiguration.defaults
 
-        if let url = value(.databaseURL) {
-            config.databaseURL = url.text.isEmpty ? nil : url.text
+        // An empty value counts as unset, so `database_url = ''` does not hide DATABASE_URL.
+        if let url = value(.databaseURL), !url.text.isEmpty {
+            config.databaseURL = url.text
         } else if let url = environment["DATABASE_URL"], !url.isEmpty {
             config.databaseURL = url
         }
         if let value = value(.interval) {
-            config.interval = try duration(.interval, value, minimum: .milliseconds(10))
+            // Each probe is a new backend: more than 10 a second would load the server it watches.
+            config.interval = try duration(.interval, value, minimum: .milliseconds(100))
         }
         if let value = value(.timeout) {
             config.timeout = try duration(.timeout, value, minimum: .milliseconds(10), maximum: .seconds(60))
@@ -40,9 +42,10 @@ public struct ConfigurationLayers: Sendable {
             guard !value.text.isEmpty, !value.text.contains("\0") else {
                 throw invalid(.socket, value, "must be a file system path")
             }
-            // sockaddr_un holds at most 107 bytes of path plus its terminator.
-            guard value.text.utf8.count <= 107 else {
-                throw invalid(.socket, value, "path is longer than a Unix socket address allows (107 bytes)")
+            // sockaddr_un holds at most 107 bytes of path plus its terminator, and the socket is
+            // first bound under the path plus a 4-byte suffix, then moved into place.
+            guard value.text.utf8.count <= 103 else {
+                throw invalid(.socket, value, "path is longer than a Unix socket address allows (103 bytes)")
             }
             config.socketPath = value.text
         }
@@ -61,13 +64,18 @@ public struct ConfigurationLayers: Sendable {
 
     /// Where the value of `key` came from, for error messages.
     public func source(of key: ConfigKey) -> String? {
-        if let value = value(key) { return value.source.description }
-        if key == .databaseURL, environment["DATABASE_URL"] != nil { return ConfigSource.environment("DATABASE_URL").description }
+        if let value = key == .databaseURL ? nonEmptyValue(key) : value(key) { return value.source.description }
+        if key == .databaseURL, environment["DATABASE_URL"]?.isEmpty == false { return ConfigSource.environment("DATABASE_URL").description }
         return nil
     }
 
     private func value(_ key: ConfigKey) -> SourcedValue? {
         flags[key] ?? file[key]
+    }
+
+    private func nonEmptyValue(_ key: ConfigKey) -> SourcedValue? {
+        guard let value = value(key), !value.text.isEmpty else { return nil }
+        return value
     }
 
     private func duration(

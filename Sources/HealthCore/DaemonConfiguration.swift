@@ -32,8 +32,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     }
 
     /// With these settings a fault is reported within this bound: the fault can land just after a
-    /// probe started, then `fall` probes each up to `timeout` long, one `interval` apart.
-    public var detectionBound: Duration { interval * fall + timeout }
+    /// probe started, then `fall` probes each up to `timeout` long. Probes start one `interval`
+    /// apart, or back to back when a probe takes longer than the interval.
+    public var detectionBound: Duration { max(interval, timeout) * fall + timeout }
 
     /// A status snapshot older than this is stale: the probe loop has stopped reporting.
     public var stalenessBound: Duration { interval * 2 + timeout }

@@ -38,6 +38,12 @@ public enum FailureClassifier {
             ("invalid percent-encoded token", .invalidTarget),
             ("missing \"=\" after", .invalidTarget),
             ("invalid sslmode value", .invalidTarget),
+            ("could not match", .invalidTarget),
+            ("invalid port number", .invalidTarget),
+            ("invalid integer value", .invalidTarget),
+            ("could not parse network address", .invalidTarget),
+            ("invalid value for parameter", .invalidTarget),
+            ("invalid connection option", .invalidTarget),
         ]
         for (needle, reason) in textual where lowered.contains(needle) {
             return reason

@@ -19,6 +19,15 @@ public struct SecretScrubber: Sendable, Equatable {
         self.init(secrets: Self.passwords(in: connectionString))
     }
 
+    /// A scrubber for every password written in command-line arguments (`--flag=URL` included),
+    /// for messages that quote arguments back, such as usage errors.
+    public init(arguments: [String]) {
+        self.init(secrets: arguments.flatMap { argument -> [String] in
+            let value = argument.firstIndex(of: "=").map { String(argument[argument.index(after: $0)...]) }
+            return Self.passwords(in: argument) + (value.map { Self.passwords(in: $0) } ?? [])
+        })
+    }
+
     public mutating func add(_ more: [String]) {
         let all = Set(secrets + more.filter { !$0.isEmpty })
         secrets = all.sorted { $0.count != $1.count ? $0.count > $1.count : $0 < $1 }
@@ -30,6 +39,25 @@ public struct SecretScrubber: Sendable, Equatable {
             result = result.replacing(secret, with: Self.mask)
         }
         return Self.maskPercentTokens(result)
+    }
+
+    /// Masks every double-quoted piece of `text`. For libpq's connection-string parse errors,
+    /// which quote the offending text: it may be a password that was not recognised as one
+    /// (`password=my secret` makes libpq complain about `"secret"`).
+    public static func maskQuoted(_ text: String) -> String {
+        var output = ""
+        var inside = false
+        for character in text {
+            if character == "\"" {
+                if inside { output += mask }
+                output.append(character)
+                inside.toggle()
+            } else if !inside {
+                output.append(character)
+            }
+        }
+        if inside { output += mask }
+        return output
     }
 
     /// libpq 15: `invalid percent-encoded token: "<token>"`: the token is part of the URL, often

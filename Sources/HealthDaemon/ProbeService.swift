@@ -44,7 +44,13 @@ final class ProbeService: Service {
         }
 
         do {
-            try await cancelWhenGracefulShutdown { [self] in try await probeLoop(prober) }
+            // STOPPING=1 as soon as shutdown begins, not once it is over; the running probe is
+            // cancelled at once rather than left to run out its deadline.
+            try await withGracefulShutdownHandler {
+                try await cancelWhenGracefulShutdown { [self] in try await probeLoop(prober) }
+            } onGracefulShutdown: { [notifier] in
+                notifier.stopping()
+            }
         } catch is CancellationError {
             // Graceful shutdown interrupted the sleep: the loop is done.
         }
@@ -54,7 +60,8 @@ final class ProbeService: Service {
         var nextStart = ContinuousClock.now
         var first = true
         while !Task.isCancelled {
-            let result = await prober.probe()
+            // nil: shutdown cancelled the probe midway; it has no verdict to record.
+            guard let result = await prober.probe() else { return }
             let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
             publish(probe: result, transition: transition)
             if first {

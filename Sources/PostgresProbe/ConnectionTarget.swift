@@ -23,7 +23,8 @@ public struct ConnectionTarget: Sendable {
                 message = FailureClassifier.tidy(String(cString: errorMessage))
                 PQfreemem(errorMessage)
             }
-            throw ConnectionStringError(message: scrubber.scrub(message))
+            // libpq quotes the offending piece of the string, which may be (part of) the password.
+            throw ConnectionStringError(message: SecretScrubber.maskQuoted(scrubber.scrub(message)))
         }
         defer { PQconninfoFree(parsed) }
 
@@ -36,7 +37,17 @@ public struct ConnectionTarget: Sendable {
             option += 1
         }
         scrubber.add(options.filter { $0.keyword == "password" }.map(\.value))
-        return ConnectionTarget(options: options, display: Self.describe(options), scrubber: scrubber)
+
+        // libpq reads a URL's user information only up to the first '@' before the first '/':
+        // an unencoded '@' or '/' in a password makes it parse part of the password as host,
+        // port or database, where it would be shown. Such a URL cannot work; say why.
+        let isURL = ["postgres://", "postgresql://"].contains { connectionString.trimmed().lowercased().hasPrefix($0) }
+        if isURL, options.contains(where: { ["host", "port", "dbname", "user"].contains($0.keyword) && $0.value.contains("@") }) {
+            throw ConnectionStringError(
+                message: "the URL's user or password contains an unencoded '@' or '/'; percent-encode them (%40, %2F)"
+            )
+        }
+        return ConnectionTarget(options: options, display: scrubber.scrub(Self.describe(options)), scrubber: scrubber)
     }
 
     public func value(_ keyword: String) -> String? {

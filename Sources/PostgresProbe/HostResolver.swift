@@ -15,43 +15,42 @@ final class HostResolver: Sendable {
 
     enum Failure: Error, Equatable {
         case timedOut
+        case cancelled
         case failed(String)
     }
 
     private let inFlight = Mutex<[String: Lookup]>([:])
 
-    func resolve(_ host: String, until deadline: ContinuousClock.Instant) -> Result<[String], Failure> {
-        let lookup: Lookup
-        do {
-            lookup = try inFlight.withLock { lookups -> Lookup in
-                if let running = lookups[host] { return running }
-                let started = try Lookup(host: host)
-                lookups[host] = started
-                return started
-            }
-        } catch {
-            return .failure(.failed("could not start name resolution: \(error)"))
+    /// A lookup older than this is presumed stuck (a hung NSS module, say): a new probe starts a
+    /// fresh one rather than waiting on it forever. Bounds threads to one per name per period.
+    static let stuckAfter = Duration.seconds(30)
+
+    /// Starts a lookup of `host`, or joins the one already running.
+    func begin(_ host: String) -> Lookup? {
+        let now = ContinuousClock.now
+        let lookup = inFlight.withLock { lookups -> Lookup? in
+            if let running = lookups[host], now - running.startedAt < Self.stuckAfter { return running }
+            let fresh = try? Lookup(host: host, startedAt: now)
+            lookups[host] = fresh
+            return fresh
         }
-        lookup.start { [self] in
+        lookup?.start { [self] in
             inFlight.withLock { lookups in
-                if lookups[host] === lookup { lookups[host] = nil }
+                if let lookup, lookups[host] === lookup { lookups[host] = nil }
             }
         }
-        guard Self.waitReadable(lookup.readDescriptor, until: deadline), let result = lookup.result else {
-            return .failure(.timedOut)
-        }
-        return result
+        return lookup
     }
 
-    private static func waitReadable(_ descriptor: Int32, until deadline: ContinuousClock.Instant) -> Bool {
-        while true {
-            let remaining = deadline - .now
-            guard remaining > .zero else { return false }
-            var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let milliseconds = Int32(min(remaining.fractionalMilliseconds.rounded(.up), Double(Int32.max)))
-            let ready = poll(&entry, 1, milliseconds)
-            if ready > 0 { return true }
-            if ready < 0 && errno != EINTR { return false }
+    /// Waits for a lookup started with `begin`.
+    func wait(
+        for lookup: Lookup?, until deadline: ContinuousClock.Instant, cancellation: ProbeCancellation
+    ) -> Result<[String], Failure> {
+        guard let lookup else { return .failure(.failed("could not start name resolution")) }
+        switch cancellation.wait(lookup.readDescriptor, for: POLLIN, until: deadline) {
+        case .deadline: return .failure(.timedOut)
+        case .cancelled: return .failure(.cancelled)
+        case .ready: return lookup.result ?? .failure(.timedOut)
         }
     }
 
@@ -64,14 +63,16 @@ final class HostResolver: Sendable {
 }
 
 /// One `getaddrinfo` call on its own thread; its pipe becomes readable when it is done.
-private final class Lookup: Sendable {
+final class Lookup: Sendable {
     let host: String
+    let startedAt: ContinuousClock.Instant
     let readDescriptor: Int32
     private let writeDescriptor: Int32
     private let state = Mutex<(started: Bool, result: Result<[String], HostResolver.Failure>?)>((false, nil))
 
-    init(host: String) throws {
+    init(host: String, startedAt: ContinuousClock.Instant) throws {
         self.host = host
+        self.startedAt = startedAt
         var descriptors: [Int32] = [-1, -1]
         guard pipe(&descriptors) == 0 else {
             throw ResolverError(message: String(cString: strerror(errno)))

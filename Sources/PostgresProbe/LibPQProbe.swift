@@ -12,17 +12,19 @@ import HealthCore
 /// blocking `PQcancel` is never called. This function blocks its thread for at most the
 /// deadline: callers run it on a thread pool, never on the cooperative pool.
 enum LibPQProbe {
+    /// `nil` when the probe was cancelled before it reached a verdict.
     static func run(
         _ target: ConnectionTarget, timeout: Duration, resolver: HostResolver,
-        environment: [String: String]
-    ) -> ProbeResult {
+        environment: [String: String], cancellation: ProbeCancellation
+    ) -> ProbeResult? {
         var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout)
 
         // Resolve host names ourselves, under the deadline, and hand libpq the addresses.
         let options: [(keyword: String, value: String)]
-        switch addressedOptions(target, resolver: resolver, deadline: clock.deadline, environment: environment) {
+        switch addressedOptions(target, resolver: resolver, deadline: clock.deadline, environment: environment, cancellation: cancellation) {
         case .success(let resolved): options = resolved
         case .failure(.timedOut): return clock.timedOut()
+        case .failure(.cancelled): return nil
         case .failure(.failed(let message)):
             return clock.failed(.dns, message: target.scrubber.scrub(message))
         }
@@ -44,26 +46,29 @@ enum LibPQProbe {
             return clock.failed(FailureClassifier.reason(sqlstate: sqlstate, message: message), sqlstate: sqlstate, message: message)
         }
 
-        // Connect, negotiate TLS, authenticate.
-        var polling = PGRES_POLLING_WRITING
-        while true {
+        /// One bounded wait on libpq's socket, re-read every time: it can change between rounds.
+        func waitOnSocket(_ events: Int32) -> WaitOutcome {
+            cancellation.wait(PQsocket(connection), for: events, until: clock.deadline)
+        }
+
+        // Connect, negotiate TLS, authenticate. libpq may already have failed inside
+        // PQconnectStartParams (a missing Unix socket, an invalid option): report that at once.
+        var polling = PQstatus(connection) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING
+        connecting: while true {
             let status = PQstatus(connection)
             if status != CONNECTION_BAD { clock.enter(phase(of: status)) }
+            let events: Int32
             switch polling {
-            case PGRES_POLLING_OK:
-                break
-            case PGRES_POLLING_READING:
-                guard wait(PQsocket(connection), for: POLLIN, until: clock.deadline) else { return clock.timedOut() }
-                polling = PQconnectPoll(connection)
-                continue
-            case PGRES_POLLING_WRITING:
-                guard wait(PQsocket(connection), for: POLLOUT, until: clock.deadline) else { return clock.timedOut() }
-                polling = PQconnectPoll(connection)
-                continue
-            default:
-                return connectionFailure()
+            case PGRES_POLLING_OK: break connecting
+            case PGRES_POLLING_READING: events = POLLIN
+            case PGRES_POLLING_WRITING: events = POLLOUT
+            default: return connectionFailure()
             }
-            break
+            switch waitOnSocket(events) {
+            case .deadline: return clock.timedOut()
+            case .cancelled: return nil
+            case .ready: polling = PQconnectPoll(connection)
+            }
         }
 
         // SELECT 1, without blocking.
@@ -75,12 +80,18 @@ enum LibPQProbe {
             let flushed = PQflush(connection)
             if flushed == 0 { break }
             if flushed < 0 { return connectionFailure() }
-            guard wait(PQsocket(connection), for: POLLOUT | POLLIN, until: clock.deadline) else { return clock.timedOut() }
-            guard PQconsumeInput(connection) == 1 else { return connectionFailure() }
+            switch waitOnSocket(POLLOUT | POLLIN) {
+            case .deadline: return clock.timedOut()
+            case .cancelled: return nil
+            case .ready: guard PQconsumeInput(connection) == 1 else { return connectionFailure() }
+            }
         }
         while PQisBusy(connection) == 1 {
-            guard wait(PQsocket(connection), for: POLLIN, until: clock.deadline) else { return clock.timedOut() }
-            guard PQconsumeInput(connection) == 1 else { return connectionFailure() }
+            switch waitOnSocket(POLLIN) {
+            case .deadline: return clock.timedOut()
+            case .cancelled: return nil
+            case .ready: guard PQconsumeInput(connection) == 1 else { return connectionFailure() }
+            }
         }
         guard let result = PQgetResult(connection) else { return connectionFailure() }
         defer { PQclear(result) }
@@ -98,40 +109,57 @@ enum LibPQProbe {
         return clock.succeeded()
     }
 
-    /// The options libpq gets: the target's own, with resolved addresses as `hostaddr` and a
-    /// default `application_name`, so operators can tell probes apart in `pg_stat_activity`.
+    /// The options libpq gets: the target's own, plus
+    /// - resolved addresses as `hostaddr`, so name resolution stays under the deadline;
+    /// - `gssencmode=disable` unless asked for, since GSSAPI negotiation may talk to a Kerberos
+    ///   KDC synchronously inside `PQconnectPoll`, beyond our deadline;
+    /// - a default `application_name`, so operators can tell probes apart in `pg_stat_activity`.
     static func addressedOptions(
         _ target: ConnectionTarget, resolver: HostResolver, deadline: ContinuousClock.Instant,
-        environment: [String: String]
+        environment: [String: String], cancellation: ProbeCancellation
     ) -> Result<[(keyword: String, value: String)], HostResolver.Failure> {
         var options = target.options
         if target.value("application_name") == nil && environment["PGAPPNAME"] == nil {
             options.append(("application_name", "dreamnet-healthd"))
         }
-        guard target.value("hostaddr") == nil, environment["PGHOSTADDR"] == nil,
-              let hostList = target.value("host") ?? environment["PGHOST"]
+        if target.value("gssencmode") == nil && environment["PGGSSENCMODE"] == nil {
+            options.append(("gssencmode", "disable"))
+        }
+        // Where libpq takes the host from: the string itself, else a service file (which it
+        // reads itself, and which outranks PGHOST), else PGHOST.
+        let usesService = target.value("service") != nil || environment["PGSERVICE"] != nil
+        let explicitAddress = (target.value("hostaddr") ?? (usesService ? nil : environment["PGHOSTADDR"])) ?? ""
+        guard explicitAddress.isEmpty,
+              let hostList = target.value("host") ?? (usesService ? nil : environment["PGHOST"])
         else { return .success(options) }
 
         let hosts = hostList.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-        let portList = target.value("port") ?? environment["PGPORT"]
+        let portList = target.value("port") ?? (usesService ? nil : environment["PGPORT"])
         let ports = portList?.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        // A port list libpq cannot match to the hosts: leave it to libpq to say so.
+        if let ports, ports.count != 1 && ports.count != hosts.count { return .success(options) }
+
+        // Start every lookup at once, so one slow name does not eat the others' time.
+        let needsLookup = { (host: String) in
+            !(host.isEmpty || host.hasPrefix("/") || host.hasPrefix("@") || HostResolver.isNumericAddress(host))
+        }
+        let lookups = hosts.map { needsLookup($0) ? resolver.begin($0) : nil }
 
         var expandedHosts: [String] = []
         var addresses: [String] = []
         var expandedPorts: [String] = []
-        var resolvedAny = false
+        var firstFailure: HostResolver.Failure?
         for (index, host) in hosts.enumerated() {
             let port = ports.map { $0.count == hosts.count ? $0[index] : $0[0] } ?? ""
-            let isSocket = host.isEmpty || host.hasPrefix("/") || host.hasPrefix("@")
-            var found = [""]
-            if !isSocket {
-                if HostResolver.isNumericAddress(host) {
-                    found = [host]
-                } else {
-                    switch resolver.resolve(host, until: deadline) {
-                    case .success(let list): found = list; resolvedAny = true
-                    case .failure(let failure): return .failure(failure)
-                    }
+            var found = [needsLookup(host) ? "" : (HostResolver.isNumericAddress(host) ? host : "")]
+            if needsLookup(host) {
+                switch resolver.wait(for: lookups[index], until: deadline, cancellation: cancellation) {
+                case .success(let list): found = list
+                case .failure(.cancelled): return .failure(.cancelled)
+                case .failure(let failure):
+                    // libpq skips a host it cannot resolve and tries the next: so do we.
+                    firstFailure = firstFailure ?? failure
+                    continue
                 }
             }
             // One entry per address, as libpq would try each address a name resolves to.
@@ -141,8 +169,9 @@ enum LibPQProbe {
                 expandedPorts.append(port)
             }
         }
-        guard resolvedAny else { return .success(options) }
-        options.removeAll { $0.keyword == "host" || $0.keyword == "port" }
+        if expandedHosts.isEmpty, let firstFailure { return .failure(firstFailure) }
+        guard lookups.contains(where: { $0 != nil }) else { return .success(options) }
+        options.removeAll { ["host", "hostaddr", "port"].contains($0.keyword) }
         options.append(("host", expandedHosts.joined(separator: ",")))
         options.append(("hostaddr", addresses.joined(separator: ",")))
         if ports != nil { options.append(("port", expandedPorts.joined(separator: ","))) }
@@ -171,20 +200,6 @@ enum LibPQProbe {
              CONNECTION_CONSUME, CONNECTION_CHECK_TARGET, CONNECTION_CHECK_STANDBY:
             return .auth
         default: return .connect
-        }
-    }
-
-    /// Waits until the descriptor is ready or the deadline passes; `false` means the deadline.
-    /// Errors and hang-ups count as ready: libpq reads them and reports the failure.
-    private static func wait(_ descriptor: Int32, for events: Int32, until deadline: ContinuousClock.Instant) -> Bool {
-        while true {
-            let remaining = deadline - .now
-            guard remaining > .zero else { return false }
-            var entry = pollfd(fd: descriptor, events: Int16(events), revents: 0)
-            let milliseconds = Int32(min(remaining.fractionalMilliseconds.rounded(.up), Double(Int32.max)))
-            let ready = poll(&entry, 1, milliseconds)
-            if ready > 0 { return true }
-            if ready < 0 && errno != EINTR && errno != EAGAIN { return true }
         }
     }
 }

@@ -15,13 +15,20 @@ public struct PostgresProber: Sendable {
         self.environment = environment
     }
 
-    public func probe() async -> ProbeResult {
+    /// One probe; `nil` if the calling task was cancelled before the probe reached a verdict
+    /// (cancellation ends the probe's wait at once, whatever the deadline).
+    public func probe() async -> ProbeResult? {
         let target = target
         let timeout = timeout
         let environment = environment
+        let cancellation = ProbeCancellation()
         do {
-            return try await NIOThreadPool.singleton.runIfActive {
-                LibPQProbe.run(target, timeout: timeout, resolver: .shared, environment: environment)
+            return try await withTaskCancellationHandler {
+                try await NIOThreadPool.singleton.runIfActive {
+                    LibPQProbe.run(target, timeout: timeout, resolver: .shared, environment: environment, cancellation: cancellation)
+                }
+            } onCancel: {
+                cancellation.cancel()
             }
         } catch {
             return ProbeResult(

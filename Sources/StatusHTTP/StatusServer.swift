@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import HealthCore
 import Logging
 import NIOCore
@@ -13,11 +14,17 @@ public final class StatusServer: Sendable {
 
     public let path: String
     private let channel: Channel
+    private let identity: FileIdentity
 
-    private init(path: String, channel: Channel) {
+    private init(path: String, channel: Channel, identity: FileIdentity) {
         self.path = path
         self.channel = channel
+        self.identity = identity
     }
+
+    /// Connections beyond this are accepted and closed at once, so a flood of clients cannot
+    /// use up the descriptors the probes need.
+    public static let maximumConnections = 512
 
     /// Binds `path` (mode 0660), replacing a stale socket left by a process that died, but never
     /// one that another process still answers on.
@@ -27,21 +34,28 @@ public final class StatusServer: Sendable {
         respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
     ) async throws(StatusServerError) -> StatusServer {
         try removeStaleSocket(at: path)
+        let limiter = ConnectionLimiter(maximum: maximumConnections)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                guard limiter.acquire() else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in limiter.release() }
+                return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    // Stop reading while replies are not being read, so a client that pipelines
+                    // requests and never reads cannot make the daemon buffer without bound.
+                    try sync.addHandler(BackPressureHandler())
                     try sync.configureHTTPServerPipeline(withErrorHandling: true)
                     try sync.addHandler(IdleStateHandler(allTimeout: idleTimeout))
                     try sync.addHandler(StatusHTTPHandler(respond: respond))
                 }
             }
             .childChannelOption(.allowRemoteHalfClosure, value: false)
-        // Bind and listen under a temporary name, set the mode, then rename into place: the
-        // socket appears only once it accepts connections, and never with a looser mode.
-        let temporaryPath = path + ".\(getpid()).tmp"
+
+        // Bind and listen under a temporary name, set the mode, then link it into place: the
+        // socket appears only once it accepts connections, never with a looser mode, and never
+        // over a socket another instance placed meanwhile (link(2) does not replace).
+        let temporaryPath = path + ".new"
         unlink(temporaryPath)
         let channel: Channel
         do {
@@ -49,20 +63,33 @@ public final class StatusServer: Sendable {
         } catch {
             throw StatusServerError(code: .bindFailed, path: path, detail: "\(error)")
         }
-        let failedStep = chmod(temporaryPath, 0o660) != 0 ? "chmod 0660" : rename(temporaryPath, path) != 0 ? "rename" : nil
-        if let step = failedStep {
-            let detail = String(cString: strerror(errno))
-            try? await channel.close()
-            unlink(temporaryPath)
-            throw StatusServerError(code: .bindFailed, path: path, detail: "\(step): \(detail)")
+        defer { unlink(temporaryPath) }
+        var failure: StatusServerError?
+        if chmod(temporaryPath, 0o660) != 0 {
+            failure = StatusServerError(code: .bindFailed, path: path, detail: "chmod 0660: \(String(cString: strerror(errno)))")
+        } else if link(temporaryPath, path) != 0 {
+            let code: StatusServerError.Code = errno == EEXIST ? .pathInUse : .bindFailed
+            failure = StatusServerError(code: code, path: path, detail: String(cString: strerror(errno)))
         }
-        return StatusServer(path: path, channel: channel)
+        var info = stat()
+        if failure == nil, stat(path, &info) != 0 {
+            failure = StatusServerError(code: .bindFailed, path: path, detail: String(cString: strerror(errno)))
+        }
+        if let failure {
+            try? await channel.close()
+            throw failure
+        }
+        return StatusServer(path: path, channel: channel, identity: FileIdentity(info))
     }
 
-    /// Stops accepting, closes the listener and removes the socket file.
+    /// Stops accepting, closes the listener and removes the socket file, unless it is no longer
+    /// ours (an operator or another instance replaced it).
     public func close() async {
         try? await channel.close()
-        unlink(path)
+        var info = stat()
+        if stat(path, &info) == 0, FileIdentity(info) == identity {
+            unlink(path)
+        }
     }
 
     private static func removeStaleSocket(at path: String) throws(StatusServerError) {
@@ -77,10 +104,68 @@ public final class StatusServer: Sendable {
         guard (info.st_mode & S_IFMT) == S_IFSOCK else {
             throw StatusServerError(code: .pathInUse, path: path, detail: "exists and is not a socket")
         }
-        if StatusClient.isAnswering(socketPath: path) {
+        switch probeExistingSocket(path) {
+        case 0, EAGAIN, EINPROGRESS:
             throw StatusServerError(code: .pathInUse, path: path, detail: "another process is listening on it")
+        case ECONNREFUSED, ENOENT:
+            unlink(path)
+        case let error:
+            throw StatusServerError(
+                code: .pathInUse, path: path, detail: "exists and cannot be checked: \(String(cString: strerror(error)))"
+            )
         }
-        unlink(path)
+    }
+
+    /// Connects without blocking (a wedged owner with a full backlog must not hang start-up);
+    /// returns 0 if something accepted, else the errno: ECONNREFUSED means nobody listens.
+    private static func probeExistingSocket(_ path: String) -> Int32 {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { return errno }
+        defer { Glibc.close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return ENAMETOOLONG }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        return result == 0 ? 0 : errno
+    }
+}
+
+/// A file's identity, to tell "our" socket file from one that replaced it.
+struct FileIdentity: Equatable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+
+    init(_ info: stat) {
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+    }
+}
+
+/// Counts open connections; lock-free, touched once per accept and once per close.
+final class ConnectionLimiter: Sendable {
+    private let open = Atomic<Int>(0)
+    private let maximum: Int
+
+    init(maximum: Int) {
+        self.maximum = maximum
+    }
+
+    func acquire() -> Bool {
+        if open.wrappingAdd(1, ordering: .relaxed).newValue > maximum {
+            open.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func release() {
+        open.wrappingSubtract(1, ordering: .relaxed)
     }
 }
 

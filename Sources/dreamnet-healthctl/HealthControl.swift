@@ -5,7 +5,6 @@ import HealthCore
 
 /// `dreamnet-healthctl`: asks the daemon (or the database, for `probe`) and answers with the
 /// exit codes monitoring expects: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown.
-@main
 struct HealthControl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dreamnet-healthctl",
@@ -52,6 +51,29 @@ enum Verdict: Int32 {
         case .unhealthy: self = .unhealthy
         case .notConfigured: self = .notConfigured
         case .starting, nil: self = .unknown
+        }
+    }
+}
+
+@main
+enum ControlMain {
+    static func main() async {
+        do {
+            var command = try HealthControl.parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = HealthControl.exitCode(for: error)
+            if code == .success { HealthControl.exit(withError: error) }  // --help, --version
+            if error is ExitCode { exit(code.rawValue) }
+            // Usage errors quote arguments back, and an argument may be a connection string.
+            // Like every failure to get an answer, they exit 3 (unknown), as monitoring expects.
+            let scrubber = SecretScrubber(arguments: CommandLine.arguments)
+            writeError(scrubber.scrub(HealthControl.fullMessage(for: error)))
+            exit(Verdict.unknown.rawValue)
         }
     }
 }

@@ -42,14 +42,18 @@ struct Probe: AsyncParsableCommand {
             writeError(error.description)
             throw ExitCode(Verdict.unknown.rawValue)
         }
-        let result = await PostgresProber(target: target, timeout: try HumanDuration.parse(timeout)).probe()
+        guard let result = await PostgresProber(target: target, timeout: try HumanDuration.parse(timeout)).probe() else {
+            throw ExitCode(Verdict.unknown.rawValue)
+        }
         let document = ProbeDocument(target: target.display, result: result)
         if json {
             print(String(decoding: StatusAPI.encode(document), as: UTF8.self), terminator: "")
         } else {
             print(Self.summary(document))
         }
-        throw ExitCode(result.ok ? Verdict.healthy.rawValue : Verdict.unhealthy.rawValue)
+        // An unusable connection string is no verdict on the database.
+        let verdict: Verdict = result.ok ? .healthy : result.failure?.reason == .invalidTarget ? .unknown : .unhealthy
+        throw ExitCode(verdict.rawValue)
     }
 
     static func summary(_ probe: ProbeDocument) -> String {

@@ -108,7 +108,9 @@ enum Main {
         } catch {
             // Help and --version exit 0; usage errors share exit code 2 with configuration errors.
             if HealthDaemonCommand.exitCode(for: error) == .success { HealthDaemonCommand.exit(withError: error) }
-            fail(HealthDaemonCommand.message(for: error) + "\n" + HealthDaemonCommand.usageString(), code: 2)
+            // Usage errors quote arguments back, and an argument may be a connection string.
+            let scrubber = SecretScrubber(arguments: CommandLine.arguments)
+            fail(scrubber.scrub(HealthDaemonCommand.message(for: error)) + "\n" + HealthDaemonCommand.usageString(), code: 2)
         }
 
         let environment = ProcessInfo.processInfo.environment
@@ -127,6 +129,7 @@ enum Main {
             return handler
         }
         let logger = Logger(label: "dreamnet-healthd")
+        raiseDescriptorLimit()
         // The configuration is read at start only; a stray SIGHUP (whose default action is to
         // terminate) must not stop monitoring.
         signal(SIGHUP, SIG_IGN)
@@ -142,6 +145,15 @@ enum Main {
         } catch {
             fail("\(error)", code: 1)
         }
+    }
+
+    /// Each probe needs descriptors even while many clients hold status connections: take the
+    /// hard limit systemd grants (the soft default of 1024 is a relic of select(2)).
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = min(limit.rlim_max, 65_536)
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     static func fail(_ message: String, code: Int32) -> Never {

@@ -112,3 +112,35 @@ import Testing
         #expect(config.stalenessBound == .seconds(5))
     }
 }
+
+@Suite struct ConfigurationEdgeTests {
+    @Test func windowsLineEndingsAreLines() throws {
+        let values = try ConfigFile.parse("# sample\r\ninterval = 5s\r\nrequire_database = on\r\n", path: "/c")
+        #expect(values[.interval]?.text == "5s")
+        #expect(values[.interval]?.source == .file(path: "/c", line: 2))
+        #expect(values[.requireDatabase]?.text == "on")
+    }
+
+    @Test func anEmptyDatabaseURLFallsBackToTheEnvironment() throws {
+        let layers = ConfigurationLayers(
+            file: try ConfigFile.parse("database_url = ''", path: "/c"),
+            environment: ["DATABASE_URL": "postgresql://env/db"]
+        )
+        #expect(try layers.resolve().databaseURL == "postgresql://env/db")
+        #expect(layers.source(of: .databaseURL) == "environment variable DATABASE_URL")
+    }
+
+    @Test func intervalsBelow100msAreRefused() {
+        var layers = ConfigurationLayers()
+        layers.setFlag(.interval, "50ms")
+        #expect(throws: ConfigurationError.self) { try layers.resolve() }
+    }
+
+    @Test func detectionBoundWhenProbesOverrunTheInterval() {
+        var config = DaemonConfiguration.defaults
+        config.interval = .milliseconds(500)
+        config.timeout = .seconds(2)
+        config.fall = 2
+        #expect(config.detectionBound == .seconds(6))
+    }
+}

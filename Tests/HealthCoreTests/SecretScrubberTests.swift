@@ -29,3 +29,18 @@ import Testing
         #expect(scrubber.scrub("xabcdefx abc") == "x***x ***")
     }
 }
+
+@Suite struct SecretScrubberMoreTests {
+    @Test func quotedPiecesOfParseErrorsAreMasked() {
+        #expect(SecretScrubber.maskQuoted(#"missing "=" after "secret" in connection info string"#)
+            == #"missing "***" after "***" in connection info string"#)
+        #expect(SecretScrubber.maskQuoted(#"unterminated "quote"#) == #"unterminated "***"#)
+    }
+
+    @Test func argumentsWithConnectionStrings() {
+        let scrubber = SecretScrubber(arguments: [
+            "probe", "--database-url=postgresql://u:flagpw@h/db", "postgresql://u:barepw@h/db", "password=kvpw",
+        ])
+        #expect(scrubber.scrub("flagpw barepw kvpw") == "*** *** ***")
+    }
+}

@@ -36,6 +36,18 @@ import TestSupport
         #expect(try Binaries.healthd(["--version"]).stdout.contains("."))
     }
 
+    @Test func usageErrorsExitThreeAndNeverEchoAPassword() throws {
+        let mistaken = try Binaries.healthctl(["probe", "postgresql://u:Sentinel-77@127.0.0.1/db"])
+        #expect(mistaken.status == 3)
+        #expect(mistaken.stderr.contains("Unexpected argument"))
+        #expect(!mistaken.stderr.contains("Sentinel"))
+        let daemon = try Binaries.healthd(["postgresql://u:Sentinel-77@127.0.0.1/db"])
+        #expect(daemon.status == 2)
+        #expect(!daemon.stderr.contains("Sentinel"))
+        #expect(try Binaries.healthctl(["wait", "--for", "starting"]).status == 3)
+        #expect(try Binaries.healthctl(["--help"]).status == 0)
+    }
+
     @Test func unreachableDaemonIsUnknown() throws {
         let status = try Binaries.healthctl(["--socket", "/nonexistent/status.sock", "status"])
         #expect(try Binaries.healthctl(["status", "--socket", "/nonexistent/status.sock"]).status == 3)
@@ -51,7 +63,8 @@ import TestSupport
         #expect(refused.status == 2)
         #expect(refused.stdout.contains("refused"))
         #expect(try Binaries.healthctl(["probe", "--database-url", "host=x port=notaport x y"]).status == 3)
-        #expect(try Binaries.healthctl(["probe", "--timeout", "soon", "--database-url", "host=x"]).status != 0)
+        #expect(try Binaries.healthctl(["probe", "--timeout", "soon", "--database-url", "host=x"]).status == 3)
+        #expect(try Binaries.healthctl(["probe", "--database-url", "host=127.0.0.1 sslmode=bogus"]).status == 3)
     }
 
     @Test func aSecondDaemonCannotStealTheSocket() throws {

@@ -71,6 +71,20 @@ import TestSupport
         }
     }
 
+    @Test func shutdownDuringAHungProbeIsPromptAndRemovesTheSocket() async throws {
+        let listener = try BlackHoleListener()
+        defer { listener.close() }
+        let daemon = try RunningDaemon(
+            ["--timeout", "20s", "--interval", "30s", "--database-url", "postgresql://u@127.0.0.1:\(listener.port)/db"]
+        )
+        try await Task.sleep(for: .milliseconds(300))
+        let started = ContinuousClock.now
+        let status = daemon.process.terminate(timeout: .seconds(10))
+        #expect(status == 0)
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
+    }
+
     @Test func notConfiguredIsAStateNotAnError() async throws {
         let daemon = try RunningDaemon(["--interval", "200ms"])
         _ = try #require(try await daemon.waitFor(.notConfigured))

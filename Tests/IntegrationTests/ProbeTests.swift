@@ -7,7 +7,7 @@ import TestSupport
 /// The probe engine against a real server and real faults.
 @Suite(.serialized) struct ProbeTests {
     func probe(_ url: String, timeout: Duration = .seconds(1)) async throws -> ProbeResult {
-        try await PostgresProber(target: ConnectionTarget.parse(url), timeout: timeout).probe()
+        try #require(await PostgresProber(target: ConnectionTarget.parse(url), timeout: timeout).probe())
     }
 
     @Test func healthyOverTCPAndTheUnixSocket() async throws {
@@ -104,5 +104,59 @@ import TestSupport
         #expect(target.display == "postgresql://app@db.example:6432/app?sslmode=require")
         let keyValue = try ConnectionTarget.parse("host=db port=5433 user=app password=Sentinel-PW dbname=app")
         #expect(keyValue.display == "postgresql://app@db:5433/app")
+    }
+}
+
+/// Failures that libpq reports at once must be reported at once, with libpq's reason.
+@Suite(.serialized) struct ProbeFailureTests {
+    func probe(_ url: String, timeout: Duration = .seconds(1)) async throws -> ProbeResult? {
+        try await PostgresProber(target: ConnectionTarget.parse(url), timeout: timeout).probe()
+    }
+
+    @Test func stoppedServerOnAUnixSocketIsRefusedAtOnce() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        try cluster.stop()
+        let result = try #require(try await probe("host=\(cluster.socketDirectory) port=\(cluster.port) user=postgres"))
+        #expect(result.failure?.reason == .refused)
+        #expect(result.latency < .milliseconds(200))
+    }
+
+    @Test func invalidOptionsAreInvalidTargetAtOnce() async throws {
+        for url in ["host=127.0.0.1 port=5432 sslmode=bogus", "host=a,b,c port=1,2"] {
+            let result = try #require(try await probe(url))
+            #expect(result.failure?.reason == .invalidTarget, "\(url): \(String(describing: result.failure))")
+            #expect(result.latency < .milliseconds(200))
+        }
+    }
+
+    @Test func oneUnresolvableHostOfSeveralIsSkipped() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let result = try #require(try await probe("host=no-such-host.invalid,localhost port=\(cluster.port) user=postgres dbname=postgres"))
+        #expect(result.ok, "\(String(describing: result.failure))")
+    }
+
+    @Test func unencodedAtSignsInURLPasswordsAreRejectedWithoutTheSecret() {
+        for url in ["postgresql://app:Sentinel/x@db/app", "postgresql://app:Sentinel@x@db/app"] {
+            #expect {
+                try ConnectionTarget.parse(url)
+            } throws: { error in
+                "\(error)".contains("percent-encode") && !"\(error)".contains("Sentinel")
+            }
+        }
+    }
+
+    @Test func cancellationEndsAHungProbeAtOnce() async throws {
+        let listener = try BlackHoleListener()
+        defer { listener.close() }
+        let prober = try PostgresProber(target: ConnectionTarget.parse("postgresql://u@127.0.0.1:\(listener.port)/db"), timeout: .seconds(10))
+        let started = ContinuousClock.now
+        let task = Task { await prober.probe() }
+        try await Task.sleep(for: .milliseconds(200))
+        task.cancel()
+        let result = await task.value
+        #expect(result == nil)
+        #expect(ContinuousClock.now - started < .seconds(2))
     }
 }
