@@ -66,29 +66,17 @@ final class HostResolver: Sendable {
 final class Lookup: Sendable {
     let host: String
     let startedAt: ContinuousClock.Instant
-    let readDescriptor: Int32
-    private let writeDescriptor: Int32
+    private let done: SignalPipe
     private let state = Mutex<(started: Bool, result: Result<[String], HostResolver.Failure>?)>((false, nil))
 
     init(host: String, startedAt: ContinuousClock.Instant) throws {
         self.host = host
         self.startedAt = startedAt
-        var descriptors: [Int32] = [-1, -1]
-        guard pipe(&descriptors) == 0 else {
-            throw ResolverError(message: String(cString: strerror(errno)))
-        }
-        for descriptor in descriptors {
-            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(descriptor, F_SETFL, O_NONBLOCK)
-        }
-        readDescriptor = descriptors[0]
-        writeDescriptor = descriptors[1]
+        done = try SignalPipe()
     }
 
-    deinit {
-        close(readDescriptor)
-        close(writeDescriptor)
-    }
+    /// Readable once the lookup has a result.
+    var readDescriptor: Int32 { done.readDescriptor }
 
     var result: Result<[String], HostResolver.Failure>? {
         state.withLock { $0.result }
@@ -101,19 +89,13 @@ final class Lookup: Sendable {
             return !state.started
         }
         guard first else { return }
-        let started = DetachedThread.start { [self] in
-            let result = Self.lookUp(host)
+        let finish = { @Sendable [self] (result: Result<[String], HostResolver.Failure>) in
             state.withLock { $0.result = result }
             whenDone()
-            var byte: UInt8 = 1
-            _ = write(writeDescriptor, &byte, 1)
+            done.signal()
         }
-        if !started {
-            state.withLock { $0.result = .failure(.failed("could not start a thread for name resolution")) }
-            whenDone()
-            var byte: UInt8 = 1
-            _ = write(writeDescriptor, &byte, 1)
-        }
+        let started = DetachedThread.start { [host] in finish(Self.lookUp(host)) }
+        if !started { finish(.failure(.failed("could not start a thread for name resolution"))) }
     }
 
     private static func lookUp(_ host: String) -> Result<[String], HostResolver.Failure> {

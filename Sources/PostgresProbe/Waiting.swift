@@ -7,38 +7,47 @@ enum WaitOutcome {
     case cancelled
 }
 
-/// Ends a running probe early, from another thread: the daemon fires it at shutdown, so a probe
-/// stuck on a server that never answers does not hold up a graceful stop.
-public final class ProbeCancellation: Sendable {
-    private let readDescriptor: Int32
+/// A pipe used as a one-shot flag another thread can `poll()` on: once signalled, its read end
+/// stays readable.
+final class SignalPipe: Sendable {
+    let readDescriptor: Int32
     private let writeDescriptor: Int32
 
-    public init() {
+    init() throws {
         var descriptors: [Int32] = [-1, -1]
-        if pipe(&descriptors) == 0 {
-            for descriptor in descriptors {
-                _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-                _ = fcntl(descriptor, F_SETFL, O_NONBLOCK)
-            }
+        guard pipe(&descriptors) == 0 else {
+            throw ResolverError(message: "pipe: \(String(cString: strerror(errno)))")
+        }
+        for descriptor in descriptors {
+            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(descriptor, F_SETFL, O_NONBLOCK)
         }
         readDescriptor = descriptors[0]
         writeDescriptor = descriptors[1]
     }
 
     deinit {
-        if readDescriptor >= 0 { close(readDescriptor) }
-        if writeDescriptor >= 0 { close(writeDescriptor) }
+        close(readDescriptor)
+        close(writeDescriptor)
     }
 
-    /// Idempotent: the pipe stays readable once written.
-    public func cancel() {
+    func signal() {
         var byte: UInt8 = 1
         _ = write(writeDescriptor, &byte, 1)
     }
+}
 
-    public var isCancelled: Bool {
-        var entry = pollfd(fd: readDescriptor, events: Int16(POLLIN), revents: 0)
-        return readDescriptor >= 0 && poll(&entry, 1, 0) > 0
+/// Ends a running probe early, from another thread: the daemon fires it at shutdown, so a probe
+/// stuck on a server that never answers does not hold up a graceful stop.
+public final class ProbeCancellation: Sendable {
+    /// `nil` only if no pipe could be made; the probe then runs to its deadline.
+    private let flag = try? SignalPipe()
+
+    public init() {}
+
+    /// Idempotent.
+    public func cancel() {
+        flag?.signal()
     }
 
     /// Waits until `descriptor` has one of `events`, the deadline passes, or the probe is
@@ -52,7 +61,7 @@ public final class ProbeCancellation: Sendable {
             guard remaining > .zero else { return .deadline }
             var entries = [
                 pollfd(fd: descriptor, events: Int16(events), revents: 0),
-                pollfd(fd: readDescriptor, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: flag?.readDescriptor ?? -1, events: Int16(POLLIN), revents: 0),
             ]
             let milliseconds = Int32(min(remaining.fractionalMilliseconds.rounded(.up), Double(Int32.max)))
             let ready = poll(&entries, 2, milliseconds)
