@@ -118,7 +118,7 @@ final class Lookup: Sendable {
                 current.pointee.ai_addr, current.pointee.ai_addrlen, &buffer, socklen_t(buffer.count),
                 nil, 0, NI_NUMERICHOST
             ) == 0 {
-                let address = String(cString: buffer)
+                let address = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
                 if !addresses.contains(address) { addresses.append(address) }
             }
             entry = current.pointee.ai_next
