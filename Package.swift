@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // C shims: one system library each, nothing else.
@@ -49,6 +50,13 @@ let package = Package(
             ]
         ),
         .target(
+            name: "EventSpool",
+            dependencies: [
+                "HealthCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        .target(
             name: "SystemdNotify",
             dependencies: ["CSystemd"]
         ),
@@ -57,7 +65,7 @@ let package = Package(
         .target(
             name: "HealthDaemon",
             dependencies: [
-                "HealthCore", "PostgresProbe", "StatusHTTP", "SystemdNotify",
+                "HealthCore", "PostgresProbe", "StatusHTTP", "SystemdNotify", "EventSpool",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -91,7 +99,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP",
+                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP", "EventSpool",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

@@ -19,94 +19,20 @@ enum LibPQProbe {
     ) -> ProbeResult? {
         var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout)
 
-        // Resolve host names ourselves, under the deadline, and hand libpq the addresses.
-        let options: [(keyword: String, value: String)]
-        switch addressedOptions(target, resolver: resolver, deadline: clock.deadline, environment: environment, cancellation: cancellation) {
-        case .success(let resolved): options = resolved
-        case .failure(.timedOut): return clock.timedOut()
-        case .failure(.cancelled): return nil
-        case .failure(.failed(let message)):
-            return clock.failed(.dns, message: target.scrubber.scrub(message))
+        let session: PGSession
+        switch PGSession.open(target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation) {
+        case .success(let opened): session = opened
+        case .failure(let stop): return clock.stopped(stop)
         }
-
-        clock.enter(.connect)
-        guard let connection = startConnection(options) else {
-            return clock.failed(.other, message: "libpq could not allocate a connection")
-        }
-        // PQfinish closes the socket without waiting for the server; safe at any point.
-        defer { PQfinish(connection) }
-        // Verbose errors carry the server's SQLSTATE in their text: the only place libpq 15
-        // exposes it during connection set-up.
-        PQsetErrorVerbosity(connection, PQERRORS_VERBOSE)
-
-        func connectionFailure() -> ProbeResult {
-            let raw = String(cString: PQerrorMessage(connection))
-            let sqlstate = FailureClassifier.sqlstate(inConnectionError: raw)
-            let message = target.scrubber.scrub(FailureClassifier.tidy(raw))
-            return clock.failed(FailureClassifier.reason(sqlstate: sqlstate, message: message), sqlstate: sqlstate, message: message)
-        }
-
-        /// One bounded wait on libpq's socket, re-read every time: it can change between rounds.
-        func waitOnSocket(_ events: Int32) -> WaitOutcome {
-            cancellation.wait(PQsocket(connection), for: events, until: clock.deadline)
-        }
-
-        // Connect, negotiate TLS, authenticate. libpq may already have failed inside
-        // PQconnectStartParams (a missing Unix socket, an invalid option): report that at once.
-        var polling = PQstatus(connection) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING
-        connecting: while true {
-            let status = PQstatus(connection)
-            if status != CONNECTION_BAD { clock.enter(phase(of: status)) }
-            let events: Int32
-            switch polling {
-            case PGRES_POLLING_OK: break connecting
-            case PGRES_POLLING_READING: events = POLLIN
-            case PGRES_POLLING_WRITING: events = POLLOUT
-            default: return connectionFailure()
-            }
-            switch waitOnSocket(events) {
-            case .deadline: return clock.timedOut()
-            case .cancelled: return nil
-            case .ready: polling = PQconnectPoll(connection)
-            }
-        }
-
-        // SELECT 1, without blocking.
         clock.enter(.query)
-        guard PQsetnonblocking(connection, 1) == 0, PQsendQuery(connection, "SELECT 1") == 1 else {
-            return connectionFailure()
-        }
-        while true {
-            let flushed = PQflush(connection)
-            if flushed == 0 { break }
-            if flushed < 0 { return connectionFailure() }
-            switch waitOnSocket(POLLOUT | POLLIN) {
-            case .deadline: return clock.timedOut()
-            case .cancelled: return nil
-            case .ready: guard PQconsumeInput(connection) == 1 else { return connectionFailure() }
-            }
-        }
-        while PQisBusy(connection) == 1 {
-            switch waitOnSocket(POLLIN) {
-            case .deadline: return clock.timedOut()
-            case .cancelled: return nil
-            case .ready: guard PQconsumeInput(connection) == 1 else { return connectionFailure() }
-            }
-        }
-        guard let result = PQgetResult(connection) else { return connectionFailure() }
-        defer { PQclear(result) }
-
-        guard PQresultStatus(result) == PGRES_TUPLES_OK else {
-            let sqlstate = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
-            let raw = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
-                ?? String(cString: PQresultErrorMessage(result))
-            let message = target.scrubber.scrub(FailureClassifier.tidy(raw))
-            return clock.failed(FailureClassifier.reason(sqlstate: sqlstate, message: message), sqlstate: sqlstate, message: message)
-        }
-        guard PQntuples(result) == 1, PQnfields(result) == 1, String(cString: PQgetvalue(result, 0, 0)) == "1" else {
+        switch session.execute("SELECT 1", until: clock.deadline) {
+        case .failure(let stop):
+            return clock.stopped(stop)
+        case .success(let rows) where rows.values == [["1"]]:
+            return clock.succeeded()
+        case .success:
             return clock.failed(.other, message: "SELECT 1 returned an unexpected result")
         }
-        return clock.succeeded()
     }
 
     /// The options libpq gets: the target's own, plus
@@ -177,31 +103,6 @@ enum LibPQProbe {
         if ports != nil { options.append(("port", expandedPorts.joined(separator: ","))) }
         return .success(options)
     }
-
-    private static func startConnection(_ options: [(keyword: String, value: String)]) -> OpaquePointer? {
-        let keywords = options.map { strdup($0.keyword) } + [nil]
-        let values = options.map { strdup($0.value) } + [nil]
-        defer {
-            keywords.forEach { free($0) }
-            values.forEach { free($0) }
-        }
-        return keywords.map { UnsafePointer($0) }.withUnsafeBufferPointer { keywordPointers in
-            values.map { UnsafePointer($0) }.withUnsafeBufferPointer { valuePointers in
-                // expand_dbname = 0: the options were already parsed from the connection string.
-                PQconnectStartParams(keywordPointers.baseAddress, valuePointers.baseAddress, 0)
-            }
-        }
-    }
-
-    private static func phase(of status: ConnStatusType) -> ProbePhase {
-        switch status {
-        case CONNECTION_SSL_STARTUP, CONNECTION_GSS_STARTUP: return .tls
-        case CONNECTION_AWAITING_RESPONSE, CONNECTION_AUTH_OK, CONNECTION_SETENV, CONNECTION_CHECK_WRITABLE,
-             CONNECTION_CONSUME, CONNECTION_CHECK_TARGET, CONNECTION_CHECK_STANDBY:
-            return .auth
-        default: return .connect
-        }
-    }
 }
 
 /// The probe's clock: one start, one deadline, and the time spent in each phase.
@@ -236,6 +137,15 @@ struct PhaseClock {
 
     func failed(_ reason: FailureReason, sqlstate: String? = nil, message: String) -> ProbeResult {
         finish(ProbeFailure(reason: reason, phase: phase, sqlstate: sqlstate, message: message))
+    }
+
+    /// `nil` for a cancelled probe: it has no verdict.
+    func stopped(_ stop: PGSession.Stop) -> ProbeResult? {
+        switch stop {
+        case .deadline: return timedOut()
+        case .cancelled: return nil
+        case .failed(let reason, let sqlstate, let message): return failed(reason, sqlstate: sqlstate, message: message)
+        }
     }
 
     func succeeded() -> ProbeResult {

@@ -1,0 +1,178 @@
+import CLibPQ
+import FoundationEssentials
+import Glibc
+import HealthCore
+
+/// One libpq connection, owned by the one thread that opened it (`PGconn` is not thread-safe),
+/// every wait bounded by a deadline on the monotonic clock and abandonable through a
+/// `ProbeCancellation`. Closed with `PQfinish`, which does not wait for the server.
+final class PGSession {
+    /// Why a step did not complete; failures carry libpq's (scrubbed) reason.
+    enum Stop: Error {
+        case deadline
+        case cancelled
+        case failed(FailureReason, sqlstate: String?, message: String)
+    }
+
+    private let connection: OpaquePointer
+    private let scrubber: SecretScrubber
+    private let cancellation: ProbeCancellation
+
+    private init(connection: OpaquePointer, scrubber: SecretScrubber, cancellation: ProbeCancellation) {
+        self.connection = connection
+        self.scrubber = scrubber
+        self.cancellation = cancellation
+    }
+
+    deinit {
+        PQfinish(connection)
+    }
+
+    /// Resolves, connects, negotiates TLS and authenticates before `clock.deadline`, recording
+    /// each phase on `clock`.
+    static func open(
+        _ target: ConnectionTarget, clock: inout PhaseClock, resolver: HostResolver,
+        environment: [String: String], cancellation: ProbeCancellation
+    ) -> Result<PGSession, Stop> {
+        // Resolve host names ourselves, under the deadline, and hand libpq the addresses.
+        let options: [(keyword: String, value: String)]
+        switch LibPQProbe.addressedOptions(
+            target, resolver: resolver, deadline: clock.deadline, environment: environment, cancellation: cancellation
+        ) {
+        case .success(let resolved): options = resolved
+        case .failure(.timedOut): return .failure(.deadline)
+        case .failure(.cancelled): return .failure(.cancelled)
+        case .failure(.failed(let message)): return .failure(.failed(.dns, sqlstate: nil, message: target.scrubber.scrub(message)))
+        }
+
+        clock.enter(.connect)
+        guard let connection = startConnection(options) else {
+            return .failure(.failed(.other, sqlstate: nil, message: "libpq could not allocate a connection"))
+        }
+        let session = PGSession(connection: connection, scrubber: target.scrubber, cancellation: cancellation)
+        // Verbose errors carry the server's SQLSTATE in their text: the only place libpq 15
+        // exposes it during connection set-up.
+        PQsetErrorVerbosity(connection, PQERRORS_VERBOSE)
+
+        // libpq may already have failed inside PQconnectStartParams (a missing Unix socket, an
+        // invalid option): report that at once.
+        var polling = PQstatus(connection) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING
+        while true {
+            let status = PQstatus(connection)
+            if status != CONNECTION_BAD { clock.enter(phase(of: status)) }
+            let events: Int32
+            switch polling {
+            case PGRES_POLLING_OK:
+                guard PQsetnonblocking(connection, 1) == 0 else { return .failure(session.connectionFailure()) }
+                return .success(session)
+            case PGRES_POLLING_READING: events = POLLIN
+            case PGRES_POLLING_WRITING: events = POLLOUT
+            default: return .failure(session.connectionFailure())
+            }
+            if let stop = session.wait(events, until: clock.deadline) { return .failure(stop) }
+            polling = PQconnectPoll(connection)
+        }
+    }
+
+    /// The rows of a statement's last result, as text (`nil` for SQL NULL).
+    struct Rows {
+        var values: [[String?]]
+        var commandStatus: String
+    }
+
+    /// Runs one statement with text parameters, without blocking past the deadline.
+    func execute(_ sql: String, parameters: [String?] = [], until deadline: ContinuousClock.Instant) -> Result<Rows, Stop> {
+        let sent: Int32 = withCStrings(parameters) { values in
+            PQsendQueryParams(connection, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+        }
+        guard sent == 1 else { return .failure(connectionFailure()) }
+        while true {
+            let flushed = PQflush(connection)
+            if flushed == 0 { break }
+            if flushed < 0 { return .failure(connectionFailure()) }
+            if let stop = wait(POLLOUT | POLLIN, until: deadline) { return .failure(stop) }
+            guard PQconsumeInput(connection) == 1 else { return .failure(connectionFailure()) }
+        }
+
+        // Read every result up to the end of the statement, so the connection is ready for the
+        // next one; the first error wins.
+        var rows = Rows(values: [], commandStatus: "")
+        var firstError: Stop?
+        while true {
+            while PQisBusy(connection) == 1 {
+                if let stop = wait(POLLIN, until: deadline) { return .failure(stop) }
+                guard PQconsumeInput(connection) == 1 else { return .failure(connectionFailure()) }
+            }
+            guard let result = PQgetResult(connection) else { break }
+            defer { PQclear(result) }
+            switch PQresultStatus(result) {
+            case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+                rows = Rows(values: Self.values(of: result), commandStatus: String(cString: PQcmdStatus(result)))
+            default:
+                if firstError == nil { firstError = resultFailure(result) }
+            }
+        }
+        if let firstError { return .failure(firstError) }
+        return .success(rows)
+    }
+
+    private static func values(of result: OpaquePointer) -> [[String?]] {
+        (0..<PQntuples(result)).map { row in
+            (0..<PQnfields(result)).map { column in
+                PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
+            }
+        }
+    }
+
+    private func resultFailure(_ result: OpaquePointer) -> Stop {
+        let sqlstate = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+        let raw = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
+            ?? String(cString: PQresultErrorMessage(result))
+        let message = scrubber.scrub(FailureClassifier.tidy(raw))
+        return .failed(FailureClassifier.reason(sqlstate: sqlstate, message: message), sqlstate: sqlstate, message: message)
+    }
+
+    private func connectionFailure() -> Stop {
+        let raw = String(cString: PQerrorMessage(connection))
+        let sqlstate = FailureClassifier.sqlstate(inConnectionError: raw)
+        let message = scrubber.scrub(FailureClassifier.tidy(raw))
+        return .failed(FailureClassifier.reason(sqlstate: sqlstate, message: message), sqlstate: sqlstate, message: message)
+    }
+
+    /// One bounded wait on libpq's socket, re-read every time: it can change between rounds.
+    private func wait(_ events: Int32, until deadline: ContinuousClock.Instant) -> Stop? {
+        switch cancellation.wait(PQsocket(connection), for: events, until: deadline) {
+        case .ready: return nil
+        case .deadline: return .deadline
+        case .cancelled: return .cancelled
+        }
+    }
+
+    private static func startConnection(_ options: [(keyword: String, value: String)]) -> OpaquePointer? {
+        withCStrings(options.map(\.keyword)) { keywords in
+            withCStrings(options.map(\.value)) { values in
+                // expand_dbname = 0: the options were already parsed from the connection string.
+                PQconnectStartParams(keywords, values, 0)
+            }
+        }
+    }
+
+    private static func phase(of status: ConnStatusType) -> ProbePhase {
+        switch status {
+        case CONNECTION_SSL_STARTUP, CONNECTION_GSS_STARTUP: return .tls
+        case CONNECTION_AWAITING_RESPONSE, CONNECTION_AUTH_OK, CONNECTION_SETENV, CONNECTION_CHECK_WRITABLE,
+             CONNECTION_CONSUME, CONNECTION_CHECK_TARGET, CONNECTION_CHECK_STANDBY:
+            return .auth
+        default: return .connect
+        }
+    }
+}
+
+/// A NULL-terminated array of C strings for the duration of `body`.
+private func withCStrings<Result>(
+    _ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> Result
+) -> Result {
+    let copies = strings.map { $0.flatMap { strdup($0) } } + [nil]
+    defer { copies.forEach { free($0) } }
+    return copies.map { UnsafePointer($0) }.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
