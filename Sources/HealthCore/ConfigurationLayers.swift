@@ -52,6 +52,20 @@ public struct ConfigurationLayers: Sendable {
         if let value = value(.requireDatabase) {
             config.requireDatabase = try boolean(.requireDatabase, value)
         }
+        if let value = value(.stateDirectory) {
+            guard value.text.hasPrefix("/") else { throw invalid(.stateDirectory, value, "must be an absolute path") }
+            config.stateDirectory = value.text
+        } else if let fromSystemd = environment["STATE_DIRECTORY"], fromSystemd.hasPrefix("/") {
+            // systemd's StateDirectory= (the first, if several).
+            config.stateDirectory = String(fromSystemd.split(separator: ":").first ?? Substring(fromSystemd))
+        }
+        if let url = nonEmptyValue(.eventsDatabaseURL) { config.eventsDatabaseURL = url.text }
+        if let value = value(.spoolLimit) {
+            guard let limit = Int(value.text.trimmed()), (100...10_000_000).contains(limit) else {
+                throw invalid(.spoolLimit, value, "must be a whole number from 100 to 10000000, got '\(value.text)'")
+            }
+            config.spoolLimit = limit
+        }
         if let value = value(.logLevel) {
             guard let level = LogLevel(rawValue: value.text.lowercased()) else {
                 let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")

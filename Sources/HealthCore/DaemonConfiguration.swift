@@ -10,6 +10,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var socketPath: String
     public var requireDatabase: Bool
     public var logLevel: LogLevel = .info
+    /// Where the spool and the remembered state live.
+    public var stateDirectory: String = DaemonConfiguration.defaultStateDirectory
+    /// Where `system_events` rows go; `nil` means the probed database. Carries secrets.
+    public var eventsDatabaseURL: String?
+    /// Most events the spool holds while the events database is unreachable.
+    public var spoolLimit: Int = 100_000
+
+    public static let defaultStateDirectory = "/var/lib/dreamnet-healthd"
+
+    /// The database events are written to: the events URL, else the probed one.
+    public var effectiveEventsDatabaseURL: String? { eventsDatabaseURL ?? databaseURL }
 
     public static let defaultSocketPath = "/run/dreamnet-healthd/status.sock"
 
@@ -50,6 +61,9 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case socket
     case requireDatabase = "require_database"
     case logLevel = "log_level"
+    case stateDirectory = "state_dir"
+    case eventsDatabaseURL = "events_database_url"
+    case spoolLimit = "spool_limit"
 
     public var flag: String { "--" + rawValue.replacing("_", with: "-") }
 }

@@ -31,6 +31,42 @@ public struct HealthStateMachine: Sendable {
         self.thresholds = thresholds
     }
 
+    /// What survives a restart: the verdict and the damping counters. A daemon restarted in an
+    /// unchanged state then records no transition, and a streak in progress keeps counting.
+    public struct Memory: Sendable, Equatable, Codable {
+        public var state: HealthState
+        public var since: Date?
+        public var consecutiveFailures: Int
+        public var consecutiveSuccesses: Int
+
+        public init(state: HealthState, since: Date?, consecutiveFailures: Int, consecutiveSuccesses: Int) {
+            self.state = state
+            self.since = since
+            self.consecutiveFailures = consecutiveFailures
+            self.consecutiveSuccesses = consecutiveSuccesses
+        }
+    }
+
+    /// Resumes from a remembered verdict; `nil` (first start ever) begins at `starting`.
+    public init(thresholds: Thresholds, restoring memory: Memory?) {
+        self.thresholds = thresholds
+        guard let memory, memory.state != .starting else { return }
+        state = memory.state
+        since = memory.since
+        consecutiveFailures = memory.consecutiveFailures
+        consecutiveSuccesses = memory.consecutiveSuccesses
+    }
+
+    /// The part worth remembering. Counters are capped at the larger threshold: beyond it they
+    /// change nothing, and capping keeps a steady state from rewriting its memory every probe.
+    public var memory: Memory {
+        let cap = max(thresholds.fall, thresholds.rise)
+        return Memory(
+            state: state, since: since,
+            consecutiveFailures: min(consecutiveFailures, cap), consecutiveSuccesses: min(consecutiveSuccesses, cap)
+        )
+    }
+
     /// Feeds one probe result; returns the transition it caused, if any.
     public mutating func probeFinished(_ result: ProbeResult, at now: Date, newID: UUID) -> Transition? {
         if result.ok {

@@ -52,7 +52,9 @@ public enum StatusAPI {
             case .success(let value): limit = value
             case .failure(let error): return Reply(status: 400, json: ErrorDocument(error: error.message))
             }
-            let events = snapshot.recentTransitions.suffix(limit).reversed().map(EventDocument.init)
+            let events = snapshot.recentTransitions.suffix(limit).reversed().map {
+                EventDocument($0, delivery: snapshot.deliveries[$0.id])
+            }
             return Reply(status: 200, json: EventsDocument(events: Array(events), total: snapshot.transitionCount))
         }
     }
@@ -110,7 +112,16 @@ public enum StatusAPI {
             version: snapshot.version,
             pid: snapshot.pid,
             startedAt: Timestamp.format(snapshot.startedAt),
-            uptimeS: seconds(clocks.monotonic - snapshot.startedInstant)
+            uptimeS: seconds(clocks.monotonic - snapshot.startedInstant),
+            spool: StatusDocument.Spool(
+                pending: snapshot.spool.pending,
+                oldestAt: snapshot.spool.oldestAt.map(Timestamp.format),
+                dropped: snapshot.spool.dropped,
+                degraded: snapshot.spool.degradedReason != nil,
+                inMemory: snapshot.spool.inMemory,
+                degradedReason: snapshot.spool.degradedReason,
+                lastDeliveryError: snapshot.spool.lastDeliveryError
+            )
         )
     }
 

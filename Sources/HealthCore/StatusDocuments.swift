@@ -50,9 +50,28 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var pid: Int32
     public var startedAt: String
     public var uptimeS: Double
+    public var spool: Spool?
+
+    /// The local spool of events on their way to `system_events`.
+    public struct Spool: Codable, Sendable, Equatable {
+        public var pending: Int
+        public var oldestAt: String?
+        public var dropped: Int
+        /// True when the spool cannot store events: they are then held in memory only.
+        public var degraded: Bool
+        public var inMemory: Int
+        public var degradedReason: String?
+        public var lastDeliveryError: String?
+
+        enum CodingKeys: String, CodingKey {
+            case pending, dropped, degraded
+            case oldestAt = "oldest_at", inMemory = "in_memory", degradedReason = "degraded_reason"
+            case lastDeliveryError = "last_delivery_error"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case state, since, target, transitions, fall, rise, version, pid
+        case state, since, target, transitions, fall, rise, version, pid, spool
         case lastProbe = "last_probe"
         case consecutiveFailures = "consecutive_failures"
         case consecutiveSuccesses = "consecutive_successes"
@@ -85,16 +104,20 @@ public struct EventDocument: Codable, Sendable, Equatable {
     public var latencyMs: Double?
     public var consecutive: Int
     public var message: String
+    /// pending, direct, spooled, memory or dropped; `nil` when not recorded.
+    public var delivery: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, from, to, reason, phase, sqlstate, consecutive, message
+        case id, from, to, reason, phase, sqlstate, consecutive, message, delivery
         case observedAt = "observed_at"
         case latencyMs = "latency_ms"
     }
 
-    public init(_ transition: Transition) {
+    public init(_ transition: Transition, delivery: EventDelivery? = nil) {
+        self.delivery = delivery?.rawValue
         id = transition.id.uuidString.lowercased()
-        from = transition.from.rawValue
+        // As in system_events: before the first verdict there is no previous state to name.
+        from = transition.from == .starting ? "unknown" : transition.from.rawValue
         to = transition.to.rawValue
         observedAt = Timestamp.format(transition.observedAt)
         reason = transition.reason

@@ -1,4 +1,34 @@
 import struct FoundationEssentials.Date
+import struct FoundationEssentials.UUID
+
+/// Where an event is on its way to `system_events`.
+public enum EventDelivery: String, Sendable, Codable {
+    /// In the spool (durable), not yet in the table.
+    case pending
+    /// In the table, inserted at the first attempt.
+    case direct
+    /// In the table, replayed from the spool after failed attempts.
+    case spooled
+    /// Only in memory: the spool could not store it (disk full, I/O error).
+    case memory
+    /// Not stored: the spool was full. Counted in an overflow event.
+    case dropped
+}
+
+/// The spool as `/status` shows it.
+public struct SpoolStatus: Sendable, Equatable {
+    public var pending = 0
+    public var oldestAt: Date?
+    public var dropped = 0
+    /// Events held only in memory because the spool cannot store them.
+    public var inMemory = 0
+    /// Why the spool is degraded (cannot store), if it is.
+    public var degradedReason: String?
+    /// The last delivery failure, cleared by a successful delivery.
+    public var lastDeliveryError: String?
+
+    public init() {}
+}
 
 /// Everything the status socket answers from: a copy taken under a lock, so answering never
 /// touches the database or waits for a probe.
@@ -24,6 +54,9 @@ public struct StatusSnapshot: Sendable {
     public var pid: Int32
     public var startedAt: Date
     public var startedInstant: ContinuousClock.Instant
+    public var spool = SpoolStatus()
+    /// Where each recent event is on its way to `system_events`, by id.
+    public var deliveries: [UUID: EventDelivery] = [:]
 
     public init(
         configuration: DaemonConfiguration, target: String?, version: String, pid: Int32,
@@ -62,6 +95,7 @@ public struct StatusSnapshot: Sendable {
     public mutating func append(_ transition: Transition, limit: Int) {
         recentTransitions.append(transition)
         if recentTransitions.count > limit {
+            for old in recentTransitions.prefix(recentTransitions.count - limit) { deliveries[old.id] = nil }
             recentTransitions.removeFirst(recentTransitions.count - limit)
         }
     }

@@ -6,6 +6,7 @@ import PostgresProbe
 import ServiceLifecycle
 import StatusHTTP
 import SystemdNotify
+import EventSpool
 
 /// The composition root: builds every service from a validated configuration and runs them in
 /// one `ServiceGroup` that shuts down gracefully on SIGTERM and SIGINT.
@@ -18,18 +19,29 @@ public struct Daemon: Sendable {
     /// Validates what only an adapter can (the connection string), binds the status socket and
     /// assembles the services. Throws `DaemonStartError` with a message fit for an operator.
     public static func make(
-        configuration: DaemonConfiguration, databaseURLSource: String?, logger: Logger
+        configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String? = nil, logger: Logger
     ) async throws(DaemonStartError) -> Daemon {
-        var target: ConnectionTarget?
-        if let url = configuration.databaseURL {
-            do {
-                target = try ConnectionTarget.parse(url)
-            } catch {
-                throw .configuration(ConfigurationError(
-                    code: .invalidValue, key: ConfigKey.databaseURL.rawValue, source: databaseURLSource,
-                    message: error.description
-                ))
+        let target = try parseTarget(configuration.databaseURL, key: .databaseURL, source: databaseURLSource)
+        var eventsTarget = target
+        if let eventsURL = configuration.eventsDatabaseURL {
+            eventsTarget = try parseTarget(eventsURL, key: .eventsDatabaseURL, source: eventsURLSource)
+        }
+
+        // The spool is opened before anything runs: events and state must have a home.
+        let spool: EventSpool
+        let remembered: HealthStateMachine.Memory?
+        let openResult = await runBlocking { () -> Result<(EventSpool, HealthStateMachine.Memory?), SpoolError> in
+            Result { () throws(SpoolError) in
+                let spool = try EventSpool(directory: configuration.stateDirectory, limit: configuration.spoolLimit)
+                return (spool, try spool.recall())
             }
+        }
+        switch openResult {
+        case .success(let opened): (spool, remembered) = opened
+        case .failure(let error): throw .spool(error)
+        }
+        if let aside = spool.recoveredFrom {
+            logger.error("the spool was damaged and has been moved aside; a new one was started", metadata: ["moved_to": "\(aside)"])
         }
 
         let store = StatusStore(StatusSnapshot(
@@ -46,13 +58,31 @@ public struct Daemon: Sendable {
         }
 
         let notifier = SystemdNotifier()
+        let wakeup = WakeupSignal()
+        let origin = HealthEvent.Origin(host: hostName(), pid: getpid(), version: DaemonVersion.current)
+        let recorder = EventRecorder(spool: spool, store: store, logger: logger, origin: origin, wakeup: wakeup)
+        if let summary = await recorder.spoolSummary() {
+            store.update { snapshot in
+                snapshot.spool.pending = summary.pending
+                snapshot.spool.oldestAt = summary.oldestAt
+                snapshot.spool.dropped = summary.dropped
+            }
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let delivery = EventDeliveryService(
+            spool: spool,
+            writer: eventsTarget.map { EventTableWriter(target: $0, environment: environment) },
+            store: store, logger: logger, wakeup: wakeup
+        )
         let probe = ProbeService(
             prober: target.map { PostgresProber(target: $0, timeout: configuration.timeout) },
-            configuration: configuration, store: store, notifier: notifier, logger: logger
+            configuration: configuration, store: store, recorder: recorder, remembered: remembered,
+            notifier: notifier, logger: logger
         )
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: StatusServerService(server: server)),
+                .init(service: delivery),
                 .init(service: probe),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -76,15 +106,32 @@ public struct Daemon: Sendable {
     }
 }
 
+private func parseTarget(_ url: String?, key: ConfigKey, source: String?) throws(DaemonStartError) -> ConnectionTarget? {
+    guard let url else { return nil }
+    do {
+        return try ConnectionTarget.parse(url)
+    } catch {
+        throw .configuration(ConfigurationError(code: .invalidValue, key: key.rawValue, source: source, message: error.description))
+    }
+}
+
+private func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count) == 0 else { return "unknown" }
+    return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
 /// Why the daemon could not start. The description is safe to print: no secrets.
 public enum DaemonStartError: Error, Sendable, CustomStringConvertible {
     case configuration(ConfigurationError)
     case socket(StatusServerError)
+    case spool(SpoolError)
 
     public var description: String {
         switch self {
         case .configuration(let error): return "configuration error: \(error)"
         case .socket(let error): return error.description
+        case .spool(let error): return error.description
         }
     }
 }

@@ -19,24 +19,29 @@ final class ProbeService: Service {
     private let logger: Logger
     private let transitionHistoryLimit: Int
     private let machine: MutexBox<HealthStateMachine>
+    private let recorder: EventRecorder
 
     init(
-        prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore,
-        notifier: SystemdNotifier, logger: Logger, transitionHistoryLimit: Int = 1_000
+        prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
+        remembered: HealthStateMachine.Memory?, notifier: SystemdNotifier, logger: Logger,
+        transitionHistoryLimit: Int = 1_000
     ) {
         self.prober = prober
         self.interval = configuration.interval
         self.store = store
+        self.recorder = recorder
         self.notifier = notifier
         self.logger = logger
         self.transitionHistoryLimit = transitionHistoryLimit
-        self.machine = MutexBox(HealthStateMachine(thresholds: .init(fall: configuration.fall, rise: configuration.rise)))
+        self.machine = MutexBox(HealthStateMachine(
+            thresholds: .init(fall: configuration.fall, rise: configuration.rise), restoring: remembered
+        ))
     }
 
     func run() async throws {
         guard let prober else {
             let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
-            publish(probe: nil, transition: transition)
+            await settle(probe: nil, transition: transition)
             notifier.ready(status: statusLine())
             // Nothing to probe: wait for shutdown.
             try? await gracefulShutdown()
@@ -63,7 +68,7 @@ final class ProbeService: Service {
             // nil: shutdown cancelled the probe midway; it has no verdict to record.
             guard let result = await prober.probe() else { return }
             let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
-            publish(probe: result, transition: transition)
+            await settle(probe: result, transition: transition)
             if first {
                 first = false
                 notifier.ready(status: statusLine())
@@ -75,6 +80,17 @@ final class ProbeService: Service {
             if nextStart < now { nextStart = now }
             try await Task.sleep(until: nextStart, clock: .continuous)
         }
+    }
+
+    /// Records a transition durably first, then publishes the verdict and remembers it.
+    private func settle(probe: ProbeResult?, transition: Transition?) async {
+        if let transition {
+            await recorder.record(recorder.event(for: transition))
+        } else {
+            await recorder.retry()
+        }
+        publish(probe: probe, transition: transition)
+        await recorder.remember(machine.withLock { $0.memory })
     }
 
     private func publish(probe: ProbeResult?, transition: Transition?) {

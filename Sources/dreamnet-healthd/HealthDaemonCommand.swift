@@ -42,6 +42,15 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Answer /health with 503 when no database is configured.")
     var requireDatabase: Bool?
 
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Spool and saved state (default $STATE_DIRECTORY or \(DaemonConfiguration.defaultStateDirectory)).", valueName: "path"))
+    var stateDirectory: String?
+
+    @Option(name: .customLong("events-database-url"), help: ArgumentHelp("Where system_events rows go (default: the probed database).", valueName: "url"))
+    var eventsDatabaseURL: String?
+
+    @Option(name: .customLong("spool-limit"), help: ArgumentHelp("Most events kept while the events database is unreachable (default 100000).", valueName: "n"))
+    var spoolLimit: String?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info).", valueName: "level"))
     var logLevel: String?
 
@@ -67,6 +76,9 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         layers.setFlag(.socket, socket)
         layers.setFlag(.requireDatabase, requireDatabase.map { $0 ? "true" : "false" })
         layers.setFlag(.logLevel, logLevel)
+        layers.setFlag(.stateDirectory, stateDirectory)
+        layers.setFlag(.eventsDatabaseURL, eventsDatabaseURL)
+        layers.setFlag(.spoolLimit, spoolLimit)
         return layers
     }
 
@@ -136,7 +148,8 @@ enum Main {
 
         do {
             let daemon = try await Daemon.make(
-                configuration: configuration, databaseURLSource: layers.source(of: .databaseURL), logger: logger
+                configuration: configuration, databaseURLSource: layers.source(of: .databaseURL),
+                eventsURLSource: layers.source(of: .eventsDatabaseURL), logger: logger
             )
             try await daemon.run()
         } catch let error as DaemonStartError {

@@ -86,3 +86,45 @@ import Testing
         #expect(machine.probeFinished(ok(), at: start, newID: UUID())?.to == .healthy)
     }
 }
+
+@Suite struct HealthStateMachineMemoryTests {
+    let start = Date(timeIntervalSince1970: 1_800_000_000)
+
+    @Test func aRestartInAnUnchangedStateRecordsNothing() {
+        var before = HealthStateMachine(thresholds: .init(fall: 2, rise: 2))
+        let ok = ProbeResult(startedAt: start, latency: .milliseconds(1), phases: [], failure: nil)
+        _ = before.probeFinished(ok, at: start, newID: UUID())
+        for _ in 0..<10 { _ = before.probeFinished(ok, at: start, newID: UUID()) }
+        #expect(before.memory.consecutiveSuccesses == 2)
+
+        var after = HealthStateMachine(thresholds: .init(fall: 2, rise: 2), restoring: before.memory)
+        #expect(after.state == .healthy)
+        #expect(after.since == start)
+        #expect(after.probeFinished(ok, at: start, newID: UUID()) == nil)
+    }
+
+    @Test func aStreakInProgressKeepsCounting() {
+        let failed = ProbeResult(
+            startedAt: start, latency: .milliseconds(1), phases: [],
+            failure: ProbeFailure(reason: .refused, phase: .connect, message: "x")
+        )
+        var machine = HealthStateMachine(
+            thresholds: .init(fall: 3, rise: 2),
+            restoring: .init(state: .healthy, since: start, consecutiveFailures: 2, consecutiveSuccesses: 0)
+        )
+        #expect(machine.probeFinished(failed, at: start, newID: UUID())?.to == .unhealthy)
+    }
+
+    @Test func withoutMemoryTheFirstTransitionIsFromUnknown() {
+        var machine = HealthStateMachine(thresholds: .init(fall: 2, rise: 2), restoring: nil)
+        let ok = ProbeResult(startedAt: start, latency: .milliseconds(1), phases: [], failure: nil)
+        guard let transition = machine.probeFinished(ok, at: start, newID: UUID()) else {
+            Issue.record("the first verdict is a transition")
+            return
+        }
+        let event = HealthEvent.transition(transition, origin: .init(host: "h", pid: 1, version: "v"))
+        #expect(event.payload.contains(#""from":"unknown""#))
+        #expect(event.severity == .info)
+        #expect(event.kind == .transition)
+    }
+}

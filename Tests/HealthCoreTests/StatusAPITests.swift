@@ -101,3 +101,16 @@ import Testing
         #expect(StatusAPI.respond(method: "HEAD", uri: "/health", snapshot: state, clocks: clocks).status == 200)
     }
 }
+
+@Suite struct TimestampTests {
+    @Test func formatParseFormatIsStable() {
+        for milliseconds in stride(from: 1_700_000_000_000.0, to: 1_700_000_000_000.0 + 2_000, by: 1) {
+            let text = Timestamp.format(Date(timeIntervalSince1970: milliseconds / 1_000))
+            let again = Timestamp.parse(text).map(Timestamp.format)
+            #expect(again == text)
+            if again != text { break }
+        }
+        #expect(Timestamp.format(Date(timeIntervalSince1970: 1.2344)) == "1970-01-01T00:00:01.234Z")
+        #expect(Timestamp.format(Date(timeIntervalSince1970: 1.2346)) == "1970-01-01T00:00:01.235Z")
+    }
+}

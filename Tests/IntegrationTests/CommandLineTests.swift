@@ -69,7 +69,7 @@ import TestSupport
 
     @Test func aSecondDaemonCannotStealTheSocket() throws {
         let first = try RunningDaemon([])
-        let second = try Binaries.healthd(["--socket", first.socketPath])
+        let second = try Binaries.healthd(["--socket", first.socketPath, "--state-dir", first.directory.appendingPathComponent("other").path])
         #expect(second.status == 1)
         #expect(second.stderr.contains("another process is listening"))
         #expect(first.process.isRunning)

@@ -39,7 +39,7 @@ import TestSupport
 
         let events = try await daemon.events()
         #expect(events.map { "\($0.from)>\($0.to)" } == [
-            "unhealthy>healthy", "healthy>unhealthy", "unhealthy>healthy", "healthy>unhealthy", "starting>healthy",
+            "unhealthy>healthy", "healthy>unhealthy", "unhealthy>healthy", "healthy>unhealthy", "unknown>healthy",
         ])
         #expect(events[1].reason == "timeout")
         #expect(events[3].reason == "refused")
@@ -127,10 +127,10 @@ import TestSupport
         }
         // Malformed percent escapes: libpq 15 echoes the token in its error text.
         let malformed = "postgresql://watcher:\(sentinel)%zz@127.0.0.1:\(cluster.port)/postgres"
-        let rejected = try Binaries.healthd(["--socket", daemon.directory.appendingPathComponent("x.sock").path, "--database-url", malformed])
+        let rejected = try Binaries.healthd(["--socket", daemon.directory.appendingPathComponent("x.sock").path, "--state-dir", daemon.stateDirectory, "--database-url", malformed])
         #expect(rejected.status == 2)
         #expect(rejected.stderr.contains("database_url"))
-        let rejectedEnv = try Binaries.healthd(["--socket", daemon.directory.appendingPathComponent("y.sock").path], environment: ["DATABASE_URL": malformed])
+        let rejectedEnv = try Binaries.healthd(["--socket", daemon.directory.appendingPathComponent("y.sock").path, "--state-dir", daemon.stateDirectory], environment: ["DATABASE_URL": malformed])
         #expect(rejectedEnv.status == 2)
         #expect(rejectedEnv.stderr.contains("DATABASE_URL"))
         let rejectedProbe = try Binaries.healthctl(["probe", "--database-url", malformed])

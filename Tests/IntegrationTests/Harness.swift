@@ -29,12 +29,17 @@ final class RunningDaemon {
     let process: BackgroundProcess
     let socketPath: String
     let directory: URL
+    let stateDirectory: String
+    private let ownsStateDirectory: Bool
 
-    init(_ arguments: [String], environment: [String: String] = [:]) throws {
+    /// `stateDirectory`: reuse one across daemons (restarts); by default a fresh one.
+    init(_ arguments: [String], environment: [String: String] = [:], stateDirectory: String? = nil) throws {
         directory = try temporaryDirectory(prefix: "healthd-test")
         socketPath = directory.appendingPathComponent("status.sock").path
+        self.stateDirectory = stateDirectory ?? directory.appendingPathComponent("state").path
+        ownsStateDirectory = stateDirectory == nil
         process = try BackgroundProcess(
-            Binaries.daemon, ["--socket", socketPath, "--log-level", "debug"] + arguments,
+            Binaries.daemon, ["--socket", socketPath, "--log-level", "debug", "--state-dir", self.stateDirectory] + arguments,
             environment: environment, removing: environment["DATABASE_URL"] == nil ? ["DATABASE_URL"] : []
         )
         let up = waitUntil(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: socketPath) || !process.isRunning }

@@ -1,0 +1,126 @@
+import EventSpool
+import FoundationEssentials
+import Glibc
+import HealthCore
+import Logging
+import PostgresProbe
+import ServiceLifecycle
+
+/// Replays the spool into `system_events`, oldest first, in batches, and removes events only
+/// after the database has committed them. Sleeps until there is something to deliver; after a
+/// failure it retries with a backoff (1 s doubling to 10 s), or at once when woken (a new event,
+/// the database back).
+final class EventDeliveryService: Service {
+    static let batchSize = 1_000
+
+    private let spool: EventSpool
+    private let writer: EventTableWriter?
+    private let store: StatusStore
+    private let logger: Logger
+    private let wakeup: WakeupSignal
+
+    init(spool: EventSpool, writer: EventTableWriter?, store: StatusStore, logger: Logger, wakeup: WakeupSignal) {
+        self.spool = spool
+        self.writer = writer
+        self.store = store
+        self.logger = logger
+        self.wakeup = wakeup
+    }
+
+    func run() async throws {
+        guard let writer else {
+            logger.warning("no events database configured: events stay in the spool")
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown { [self] in
+            var backoff: Duration = .seconds(1)
+            var lastError: String?
+            while !Task.isCancelled {
+                switch await drain(writer) {
+                case .success:
+                    if lastError != nil { logger.notice("events delivered to system_events again") }
+                    lastError = nil
+                    backoff = .seconds(1)
+                    await wakeup.wait()
+                case .failure(let failure):
+                    // Log a failure when it changes, not at every retry.
+                    if failure.description != lastError {
+                        logger.error("cannot deliver events to system_events; they stay spooled", metadata: [
+                            "error": "\(failure)",
+                        ])
+                        lastError = failure.description
+                    }
+                    await wakeup.wait(timeout: backoff)
+                    backoff = min(backoff * 2, .seconds(10))
+                }
+            }
+        }
+    }
+
+    private enum DrainError: Error, CustomStringConvertible {
+        case spool(SpoolError)
+        case database(EventTableWriter.Failure)
+
+        var description: String {
+            switch self {
+            case .spool(let error): return error.description
+            case .database(let error): return error.description
+            }
+        }
+    }
+
+    /// Delivers everything pending; stops at the first failure.
+    private func drain(_ writer: EventTableWriter) async -> Result<Void, DrainError> {
+        let spool = spool
+        while !Task.isCancelled {
+            let batch: [SpooledEvent]
+            switch await runBlocking({ Result { () throws(SpoolError) in try spool.pending(limit: Self.batchSize) } }) {
+            case .success(let events): batch = events
+            case .failure(let error): return .failure(.spool(error))
+            }
+            guard !batch.isEmpty else { return .success(()) }
+
+            let rows = batch.map { EventRow($0.event, delivery: $0.attempts == 0 ? .direct : .spooled, seq: $0.seq) }
+            let seqs = batch.map(\.seq)
+            if let failure = await writer.insert(rows) {
+                _ = await runBlocking { try? spool.recordFailedAttempt(seqs: seqs) }
+                store.update { $0.spool.lastDeliveryError = failure.description }
+                return .failure(.database(failure))
+            }
+            FaultInjection.afterCommit()
+            if case .failure(let error) = await runBlocking({ Result { () throws(SpoolError) in try spool.remove(seqs: seqs) } }) {
+                // Committed but still spooled: the replay inserts nothing twice (ON CONFLICT).
+                return .failure(.spool(error))
+            }
+            let summary = await runBlocking { try? spool.summary() }
+            store.update { snapshot in
+                for event in batch {
+                    snapshot.deliveries[event.event.id] = event.attempts == 0 ? .direct : .spooled
+                }
+                snapshot.spool.lastDeliveryError = nil
+                if let summary {
+                    snapshot.spool.pending = summary.pending
+                    snapshot.spool.oldestAt = summary.oldestAt
+                    snapshot.spool.dropped = summary.dropped
+                }
+            }
+            logger.debug("events delivered", metadata: ["count": "\(batch.count)"])
+        }
+        return .success(())
+    }
+}
+
+/// Faults the test suite injects into a real daemon. Debug builds only: release binaries carry
+/// none of this.
+enum FaultInjection {
+    /// `DREAMNET_HEALTHD_FAULT=exit-after-commit`: die right after the database committed a
+    /// batch and before the spool forgets it, as a kill -9 there would.
+    static func afterCommit() {
+        #if DEBUG
+        if getenv("DREAMNET_HEALTHD_FAULT").map({ String(cString: $0) }) == "exit-after-commit" {
+            _exit(86)
+        }
+        #endif
+    }
+}

@@ -1,0 +1,131 @@
+import EventSpool
+import FoundationEssentials
+import HealthCore
+import Logging
+import NIOPosix
+
+/// Makes every transition durable before anything else hears of it: the spool first (fsynced),
+/// then the log, then the delivery service is woken.
+///
+/// If the spool cannot store (disk full, an I/O error), events are kept in memory in order, the
+/// spool is reported degraded, and storing is retried before the next event; an event is never
+/// called durable that is not. Used from the probe loop only, so events keep their order.
+final class EventRecorder: Sendable {
+    private let spool: EventSpool
+    private let store: StatusStore
+    private let logger: Logger
+    private let origin: HealthEvent.Origin
+    private let wakeup: WakeupSignal
+    /// Events the spool could not take yet, oldest first.
+    private let unspooled = MutexBox<[HealthEvent]>([])
+    private let lastMemory = MutexBox<HealthStateMachine.Memory?>(nil)
+
+    init(spool: EventSpool, store: StatusStore, logger: Logger, origin: HealthEvent.Origin, wakeup: WakeupSignal) {
+        self.spool = spool
+        self.store = store
+        self.logger = logger
+        self.origin = origin
+        self.wakeup = wakeup
+    }
+
+    func event(for transition: Transition) -> HealthEvent {
+        HealthEvent.transition(transition, origin: origin)
+    }
+
+    /// Stores the event (after any held in memory) and reports where it ended up.
+    func record(_ event: HealthEvent) async {
+        unspooled.withLock { $0.append(event) }
+        await flushToSpool()
+        wakeup.signal()
+    }
+
+    /// Retries events held in memory; cheap when there are none.
+    func retry() async {
+        guard unspooled.withLock({ !$0.isEmpty }) else { return }
+        await flushToSpool()
+        wakeup.signal()
+    }
+
+    /// Saves the verdict and counters when they changed.
+    func remember(_ memory: HealthStateMachine.Memory) async {
+        guard lastMemory.withLock({ $0 != memory }) else { return }
+        let spool = spool
+        do {
+            try await NIOThreadPool.singleton.runIfActive { try spool.remember(memory) }
+            lastMemory.withLock { $0 = memory }
+        } catch {
+            logger.warning("could not save the state", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func flushToSpool() async {
+        let queued = unspooled.withLock { $0 }
+        let spool = spool
+        let origin = origin
+        let (outcomes, failure): ([(UUID, EventDelivery)], SpoolError?) = await runBlocking {
+            var outcomes: [(UUID, EventDelivery)] = []
+            do {
+                for event in queued {
+                    switch try spool.append(event) {
+                    case .stored: outcomes.append((event.id, .pending))
+                    case .dropped: outcomes.append((event.id, .dropped))
+                    }
+                }
+                // Room again after drops: say how many were lost, durably.
+                if let overflow = try spool.reportDrops({ drops in
+                    HealthEvent.spoolOverflow(
+                        id: UUID(), dropped: drops.count, firstDroppedAt: drops.first ?? Date(),
+                        lastDroppedAt: drops.last ?? Date(), limit: spool.limit, at: Date(), origin: origin
+                    )
+                }) {
+                    outcomes.append((overflow.id, .pending))
+                }
+                return (outcomes, nil)
+            } catch let error as SpoolError {
+                return (outcomes, error)
+            } catch {
+                return (outcomes, nil)
+            }
+        }
+        let stored = Set(outcomes.map(\.0))
+        let remaining = unspooled.withLock { queue -> Int in
+            queue.removeAll { stored.contains($0.id) }
+            return queue.count
+        }
+        let summary = await spoolSummary()
+        store.update { snapshot in
+            for (id, delivery) in outcomes { snapshot.deliveries[id] = delivery }
+            for event in queued where !stored.contains(event.id) { snapshot.deliveries[event.id] = .memory }
+            if let summary {
+                snapshot.spool.pending = summary.pending
+                snapshot.spool.oldestAt = summary.oldestAt
+                snapshot.spool.dropped = summary.dropped
+            }
+            snapshot.spool.inMemory = remaining
+            snapshot.spool.degradedReason = failure.map(\.description)
+        }
+        for (id, delivery) in outcomes where delivery == .dropped {
+            logger.error("event spool is full: event dropped", metadata: ["event_id": "\(id.uuidString.lowercased())"])
+        }
+        if let failure {
+            logger.error("event spool degraded: events held in memory only", metadata: [
+                "error": "\(failure)", "in_memory": "\(remaining)",
+            ])
+        }
+    }
+
+    func spoolSummary() async -> EventSpool.Summary? {
+        let spool = spool
+        return await runBlocking { try? spool.summary() }
+    }
+}
+
+/// Runs blocking work (disk I/O) on NIO's thread pool, never on the cooperative pool.
+func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    do {
+        return try await NIOThreadPool.singleton.runIfActive(body)
+    } catch {
+        // The pool only refuses work while shutting down; doing it here is the lesser evil.
+        return body()
+    }
+}

@@ -1,0 +1,159 @@
+import FoundationEssentials
+import HealthCore
+import NIOPosix
+import Synchronization
+
+/// Inserts events into `system_events`, creating the table with the web app's schema if it is
+/// missing, and using an existing one as it is (never altering or dropping it).
+///
+/// Each batch is one multi-row `INSERT … ON CONFLICT (id) DO NOTHING`: a single statement commits
+/// atomically, and replaying a batch whose commit was not acknowledged inserts nothing twice.
+/// Runs on NIO's blocking-work pool with the same deadline machinery as the probe.
+public final class EventTableWriter: Sendable {
+    public static let createTable = """
+        CREATE TABLE IF NOT EXISTS system_events (
+            id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+            event_type VARCHAR(100) NOT NULL,
+            source VARCHAR(100) NOT NULL,
+            severity VARCHAR(20) DEFAULT 'info',
+            payload JSONB NOT NULL,
+            timestamp TIMESTAMP DEFAULT NOW(),
+            metadata JSONB DEFAULT '{}'
+        )
+        """
+
+    /// Columns the daemon writes, with the type each must have.
+    static let requiredColumns: [(name: String, type: String)] = [
+        ("id", "uuid"), ("event_type", "character varying"), ("source", "character varying"),
+        ("severity", "character varying"), ("payload", "jsonb"), ("timestamp", "timestamp without time zone"),
+        ("metadata", "jsonb"),
+    ]
+
+    public struct Failure: Error, Sendable, CustomStringConvertible {
+        public var reason: FailureReason
+        public var sqlstate: String?
+        public var message: String
+        public var description: String {
+            sqlstate.map { "\(message) (SQLSTATE \($0))" } ?? message
+        }
+    }
+
+    public let target: ConnectionTarget
+    private let timeout: Duration
+    private let environment: [String: String]
+    /// Whether the table's existence and shape were checked on this run; cleared when an insert
+    /// finds it gone.
+    private let tableChecked = Mutex(false)
+
+    public init(target: ConnectionTarget, timeout: Duration = .seconds(5), environment: [String: String]) {
+        self.target = target
+        self.timeout = timeout
+        self.environment = environment
+    }
+
+    /// Inserts the rows in order, in batches; `nil` when all were committed. `cancellation`
+    /// abandons the attempt (at shutdown).
+    public func insert(_ rows: [EventRow], cancellation: ProbeCancellation = ProbeCancellation()) async -> Failure? {
+        guard !rows.isEmpty else { return nil }
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { [self] in
+                insertBlocking(rows, cancellation: cancellation)
+            }
+        } catch {
+            return Failure(reason: .other, sqlstate: nil, message: "thread pool unavailable: \(error)")
+        }
+    }
+
+    private func insertBlocking(_ rows: [EventRow], cancellation: ProbeCancellation) -> Failure? {
+        var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout)
+        let session: PGSession
+        switch PGSession.open(target, clock: &clock, resolver: .shared, environment: environment, cancellation: cancellation) {
+        case .success(let opened): session = opened
+        case .failure(let stop): return failure(stop, doing: "connecting")
+        }
+        if !tableChecked.withLock({ $0 }) {
+            if let failure = ensureTable(session, deadline: clock.deadline) { return failure }
+            tableChecked.withLock { $0 = true }
+        }
+        // Fresh deadline per batch: a long replay is many short statements, each bounded.
+        for batch in stride(from: 0, to: rows.count, by: Self.batchSize).map({ Array(rows[$0..<min($0 + Self.batchSize, rows.count)]) }) {
+            let (sql, parameters) = Self.insertStatement(batch)
+            if case .failure(let stop) = session.execute(sql, parameters: parameters, until: .now + timeout) {
+                if case .failed(_, let sqlstate, _) = stop, sqlstate == "42P01" {
+                    tableChecked.withLock { $0 = false }
+                }
+                return failure(stop, doing: "inserting into system_events")
+            }
+        }
+        return nil
+    }
+
+    /// Rows per statement: 7 parameters each, far below the protocol's 65 535.
+    static let batchSize = 1_000
+
+    static func insertStatement(_ rows: [EventRow]) -> (String, [String?]) {
+        var sql = "INSERT INTO system_events (id, event_type, source, severity, payload, timestamp, metadata) VALUES "
+        var parameters: [String?] = []
+        parameters.reserveCapacity(rows.count * 7)
+        for (index, row) in rows.enumerated() {
+            let base = index * 7
+            if index > 0 { sql += ", " }
+            sql += "($\(base + 1)::uuid, $\(base + 2), $\(base + 3), $\(base + 4), $\(base + 5)::jsonb, "
+                + "($\(base + 6)::timestamptz AT TIME ZONE 'UTC'), $\(base + 7)::jsonb)"
+            parameters += [
+                row.id.uuidString.lowercased(), row.eventType, EventRow.source, row.severity, row.payload,
+                Timestamp.format(row.timestamp), row.metadata,
+            ]
+        }
+        sql += " ON CONFLICT (id) DO NOTHING"
+        return (sql, parameters)
+    }
+
+    /// Creates the table if it is missing; checks the shape of one that exists.
+    private func ensureTable(_ session: PGSession, deadline: ContinuousClock.Instant) -> Failure? {
+        let columnsQuery = """
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+            FROM pg_attribute a
+            WHERE a.attrelid = to_regclass('system_events') AND a.attnum > 0 AND NOT a.attisdropped
+            """
+        var columns: [[String?]]
+        switch session.execute(columnsQuery, until: deadline) {
+        case .failure(let stop): return failure(stop, doing: "looking up system_events")
+        case .success(let rows): columns = rows.values
+        }
+        if columns.isEmpty {
+            // Checked first: CREATE … IF NOT EXISTS needs the CREATE privilege even when the
+            // table exists, which a monitoring role rarely has.
+            if case .failure(let stop) = session.execute(Self.createTable, until: deadline) {
+                return failure(stop, doing: "creating system_events")
+            }
+            switch session.execute(columnsQuery, until: deadline) {
+            case .failure(let stop): return failure(stop, doing: "looking up system_events")
+            case .success(let rows): columns = rows.values
+            }
+        }
+        let types = Dictionary(columns.compactMap { row in row[0].map { ($0, row[1] ?? "") } }, uniquingKeysWith: { first, _ in first })
+        for (name, type) in Self.requiredColumns {
+            guard let actual = types[name] else {
+                return Failure(reason: .serverError, sqlstate: nil,
+                               message: "system_events exists without a column \"\(name)\"; it is left as it is")
+            }
+            guard actual.hasPrefix(type) else {
+                return Failure(reason: .serverError, sqlstate: nil,
+                               message: "system_events column \"\(name)\" is \(actual), expected \(type); the table is left as it is")
+            }
+        }
+        return nil
+    }
+
+    private func failure(_ stop: PGSession.Stop, doing what: String) -> Failure {
+        switch stop {
+        case .deadline:
+            return Failure(reason: .timeout, sqlstate: nil, message: "\(what): no answer within \(timeout.milliseconds) ms")
+        case .cancelled:
+            return Failure(reason: .other, sqlstate: nil, message: "\(what): cancelled")
+        case .failed(let reason, let sqlstate, let message):
+            return Failure(reason: reason, sqlstate: sqlstate, message: "\(what): \(message)")
+        }
+    }
+}

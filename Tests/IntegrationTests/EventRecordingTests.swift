@@ -1,0 +1,221 @@
+import Foundation
+import HealthCore
+import Testing
+import TestSupport
+
+/// Every transition reaches system_events exactly once, through the spool, whatever fails.
+@Suite(.serialized) struct EventRecordingTests {
+    /// Rows of system_events as `id|from|to|delivery|timestamp`, oldest first.
+    func rows(_ cluster: TestPostgres) throws -> [[String]] {
+        let output = try cluster.psql("""
+            SELECT id, payload->>'from', payload->>'to', metadata->>'delivery',
+                   to_char(timestamp, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), event_type, source, severity
+            FROM system_events ORDER BY timestamp, (metadata->>'seq')::bigint
+            """)
+        return output.split(separator: "\n").filter { !$0.isEmpty }.map { $0.split(separator: "|", omittingEmptySubsequences: false).map(String.init) }
+    }
+
+    func tableExists(_ cluster: TestPostgres) throws -> Bool {
+        try cluster.psql("SELECT to_regclass('system_events') IS NOT NULL") == "t"
+    }
+
+    /// Flaps the probed cluster once: down (unhealthy) and back (healthy).
+    func flap(_ cluster: TestPostgres, _ daemon: RunningDaemon) async throws {
+        try cluster.stop()
+        _ = try #require(try await daemon.waitFor(.unhealthy))
+        try cluster.start()
+        _ = try #require(try await daemon.waitFor(.healthy))
+    }
+
+    func waitForPending(_ daemon: RunningDaemon, _ condition: (StatusDocument.Spool) -> Bool, timeout: Duration = .seconds(30)) async throws -> StatusDocument.Spool? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let spool = try await daemon.status().spool, condition(spool) { return spool }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
+    let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1"]
+
+    /// Must-show 1: outage and flaps while the events database is down; every row appears once,
+    /// in order, with its original timestamp and delivery = spooled.
+    @Test func eventsSpooledDuringAnOutageAreReplayedInOrderOnce() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.stop()
+        let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        for _ in 0..<3 { try await flap(probed, daemon) }
+
+        let recorded = try await daemon.events()
+        #expect(recorded.count == 7)
+        #expect(recorded.allSatisfy { $0.delivery == "pending" }, "\(recorded.map { $0.delivery ?? "-" })")
+        let spool = try #require(try await daemon.status().spool)
+        #expect(spool.pending == 7)
+        #expect(spool.lastDeliveryError != nil)
+
+        try events.start()
+        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        let table = try rows(events)
+        let expected = recorded.reversed()
+        #expect(table.map { $0[0] } == expected.map(\.id))
+        #expect(table.map { "\($0[1])>\($0[2])" } == expected.map { "\($0.from)>\($0.to)" })
+        #expect(table.allSatisfy { $0[3] == "spooled" })
+        #expect(table.map { $0[4] } == expected.map(\.observedAt))
+        #expect(table.allSatisfy { $0[5] == "database.health.transition" && $0[6] == "dreamnet-healthd" })
+        #expect(table.map { $0[7] } == expected.map { $0.to == "healthy" ? "info" : "critical" })
+        #expect(table.first?[1] == "unknown")
+        #expect(try await daemon.events().allSatisfy { $0.delivery == "spooled" })
+    }
+
+    /// Must-show 2: kill -9 while events are spooled and the database is down; restart; every
+    /// event exactly once.
+    @Test func killNineWithASpoolLosesNothing() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.stop()
+        let state = try temporaryDirectory(prefix: "healthd-state").path
+        var first: RunningDaemon? = try RunningDaemon(
+            fast + ["--database-url", probed.url, "--events-database-url", events.url], stateDirectory: state
+        )
+        _ = try #require(try await first?.waitFor(.healthy))
+        try await flap(probed, first!)
+        let spooled = try #require(try await first?.events()).map(\.id)
+        #expect(spooled.count == 3)
+        first?.process.signal(SIGKILL)
+        _ = first?.process.waitForExit(timeout: .seconds(5))
+        first = nil
+
+        let second = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url], stateDirectory: state)
+        _ = try #require(try await second.waitFor(.healthy))
+        #expect(try await second.status().spool?.pending == 3)
+        try events.start()
+        _ = try #require(try await waitForPending(second, { $0.pending == 0 }))
+        let ids = try rows(events).map { $0[0] }
+        #expect(Set(ids) == Set(spooled))
+        #expect(ids.count == spooled.count)
+        // Restarted in the state it was killed in: no new transition.
+        #expect(try await second.status().transitions == 0)
+    }
+
+    /// Must-show 3: the daemon dies after the database committed a batch but before the spool
+    /// forgot it; the replay inserts nothing twice.
+    @Test func aKillBetweenCommitAndSpoolRemovalLeavesOneRowEach() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.stop()
+        let state = try temporaryDirectory(prefix: "healthd-state").path
+        let arguments = fast + ["--database-url", probed.url, "--events-database-url", events.url]
+        var first: RunningDaemon? = try RunningDaemon(arguments, environment: ["DREAMNET_HEALTHD_FAULT": "exit-after-commit"], stateDirectory: state)
+        _ = try #require(try await first?.waitFor(.healthy))
+        try await flap(probed, first!)
+        let spooled = try #require(try await first?.events()).map(\.id)
+        try events.start()
+        // The first delivery commits, then the daemon dies before removing the batch.
+        #expect(first?.process.waitForExit(timeout: .seconds(30)) == 86)
+        first = nil
+        #expect(Set(try rows(events).map { $0[0] }) == Set(spooled))
+
+        let second = try RunningDaemon(arguments, stateDirectory: state)
+        _ = try #require(try await waitForPending(second, { $0.pending == 0 }))
+        let ids = try rows(events).map { $0[0] }
+        #expect(ids.count == spooled.count)
+        #expect(Set(ids) == Set(spooled))
+    }
+
+    /// Must-show 4: no INSERT privilege, a read-only role, a dropped table: events stay spooled
+    /// with a clear error and are delivered after the fix.
+    @Test func privilegeReadOnlyAndDroppedTableFaultsKeepEventsSpooled() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.psql("CREATE ROLE writer LOGIN")
+        try events.psql(EventTableSQL.create)
+        try events.psql("GRANT SELECT ON system_events TO writer")
+        let writerURL = "postgresql://writer@127.0.0.1:\(events.port)/postgres"
+        let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", writerURL])
+        _ = try #require(try await daemon.waitFor(.healthy))
+
+        // No INSERT privilege (42501).
+        let denied = try #require(try await waitForPending(daemon, { $0.lastDeliveryError != nil }))
+        #expect(denied.lastDeliveryError?.contains("permission denied") == true)
+        #expect(denied.lastDeliveryError?.contains("42501") == true)
+        #expect(denied.pending == 1)
+        try events.psql("GRANT INSERT ON system_events TO writer")
+        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 && $0.lastDeliveryError == nil }))
+        #expect(try rows(events).count == 1)
+
+        // Read-only transactions (25006).
+        try events.psql("ALTER ROLE writer SET default_transaction_read_only = on")
+        try await flap(probed, daemon)
+        let readOnly = try #require(try await waitForPending(daemon, { $0.pending == 2 && $0.lastDeliveryError != nil }))
+        #expect(readOnly.lastDeliveryError?.contains("25006") == true)
+        try events.psql("ALTER ROLE writer RESET default_transaction_read_only")
+        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        #expect(try rows(events).count == 3)
+
+        // The table dropped; the role may not create it (no CREATE on schema public).
+        try events.psql("DROP TABLE system_events")
+        try await flap(probed, daemon)
+        let dropped = try #require(try await waitForPending(daemon, { $0.pending == 2 && $0.lastDeliveryError != nil }))
+        #expect(dropped.lastDeliveryError?.contains("system_events") == true)
+        try events.psql(EventTableSQL.create)
+        try events.psql("GRANT SELECT, INSERT ON system_events TO writer")
+        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        #expect(try rows(events).map { "\($0[1])>\($0[2])" } == ["healthy>unhealthy", "unhealthy>healthy"])
+    }
+
+    /// Must-show 8, and the first start ever: `unknown → healthy` once; a restart in the same
+    /// state adds no row.
+    @Test func aRestartInAnUnchangedStateAddsNoRow() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let state = try temporaryDirectory(prefix: "healthd-state").path
+        var first: RunningDaemon? = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url], stateDirectory: state)
+        _ = try #require(try await first?.waitFor(.healthy))
+        _ = try #require(try await waitForPending(first!, { $0.pending == 0 }))
+        let before = try rows(cluster)
+        #expect(before.count == 1)
+        #expect(before.first?[1] == "unknown")
+        #expect(before.first?[3] == "direct")
+        #expect(first?.process.terminate(timeout: .seconds(5)) == 0)
+        first = nil
+
+        let second = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url], stateDirectory: state)
+        _ = try #require(try await second.waitFor(.healthy))
+        try await Task.sleep(for: .seconds(1))
+        #expect(try rows(cluster).count == 1)
+        #expect(try await second.status().transitions == 0)
+    }
+
+    /// An existing table of another shape is used as it is never: a clear error, nothing altered.
+    @Test func aTableOfAnotherShapeIsLeftAlone() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        try cluster.psql("CREATE TABLE system_events (id uuid PRIMARY KEY, event_type text)")
+        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url])
+        let spool = try #require(try await waitForPending(daemon, { $0.lastDeliveryError != nil }))
+        #expect(spool.lastDeliveryError?.contains("left as it is") == true)
+        #expect(spool.pending == 1)
+        #expect(try cluster.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'system_events'") == "2")
+    }
+}
+
+enum EventTableSQL {
+    /// The web app's schema, verbatim.
+    static let create = """
+        CREATE TABLE IF NOT EXISTS system_events (
+            id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
+            event_type VARCHAR(100) NOT NULL,
+            source VARCHAR(100) NOT NULL,
+            severity VARCHAR(20) DEFAULT 'info',
+            payload JSONB NOT NULL,
+            timestamp TIMESTAMP DEFAULT NOW(),
+            metadata JSONB DEFAULT '{}'
+        )
+        """
+}
