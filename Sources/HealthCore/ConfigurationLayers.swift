@@ -66,6 +66,10 @@ public struct ConfigurationLayers: Sendable {
             }
             config.spoolLimit = limit
         }
+        if let value = value(.flapThreshold) { config.flapThreshold = try count(.flapThreshold, value) }
+        if let value = value(.flapWindow) {
+            config.flapWindow = try duration(.flapWindow, value, minimum: .seconds(1))
+        }
         if let value = value(.logLevel) {
             guard let level = LogLevel(rawValue: value.text.lowercased()) else {
                 let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")

@@ -16,6 +16,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var eventsDatabaseURL: String?
     /// Most events the spool holds while the events database is unreachable.
     public var spoolLimit: Int = 100_000
+    /// More transitions than this within `flapWindow` is flapping.
+    public var flapThreshold: Int = 6
+    public var flapWindow: Duration = .seconds(300)
 
     public static let defaultStateDirectory = "/var/lib/dreamnet-healthd"
 
@@ -64,6 +67,8 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case stateDirectory = "state_dir"
     case eventsDatabaseURL = "events_database_url"
     case spoolLimit = "spool_limit"
+    case flapThreshold = "flap_threshold"
+    case flapWindow = "flap_window"
 
     public var flag: String { "--" + rawValue.replacing("_", with: "-") }
 }

@@ -13,6 +13,8 @@ public enum EventDelivery: String, Sendable, Codable {
     case memory
     /// Not stored: the spool was full. Counted in an overflow event.
     case dropped
+    /// Not recorded: the state was flapping (one flapping event stands for these).
+    case suppressed
 }
 
 /// The spool as `/status` shows it.

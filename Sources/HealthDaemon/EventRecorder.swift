@@ -32,6 +32,10 @@ final class EventRecorder: Sendable {
         HealthEvent.transition(transition, origin: origin)
     }
 
+    func flappingEvent(_ report: HealthEvent.FlapReport) -> HealthEvent {
+        HealthEvent.flapping(report, id: UUID(), origin: origin)
+    }
+
     /// Stores the event (after any held in memory) and reports where it ended up.
     func record(_ event: HealthEvent) async {
         unspooled.withLock { $0.append(event) }

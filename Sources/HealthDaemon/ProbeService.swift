@@ -20,6 +20,7 @@ final class ProbeService: Service {
     private let transitionHistoryLimit: Int
     private let machine: MutexBox<HealthStateMachine>
     private let recorder: EventRecorder
+    private let flaps: MutexBox<FlapDetector>
 
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
@@ -33,6 +34,7 @@ final class ProbeService: Service {
         self.notifier = notifier
         self.logger = logger
         self.transitionHistoryLimit = transitionHistoryLimit
+        self.flaps = MutexBox(FlapDetector(settings: .init(threshold: configuration.flapThreshold, window: configuration.flapWindow)))
         self.machine = MutexBox(HealthStateMachine(
             thresholds: .init(fall: configuration.fall, rise: configuration.rise), restoring: remembered
         ))
@@ -83,12 +85,30 @@ final class ProbeService: Service {
     }
 
     /// Records a transition durably first, then publishes the verdict and remembers it.
+    /// While the state flaps, per-flip rows give way to one flapping event (see `FlapDetector`).
     private func settle(probe: ProbeResult?, transition: Transition?) async {
+        var recorded = false
         if let transition {
-            await recorder.record(recorder.event(for: transition))
-        } else {
-            await recorder.retry()
+            switch flaps.withLock({ $0.transition(transition) }) {
+            case .record(let transition):
+                await recorder.record(recorder.event(for: transition))
+                recorded = true
+            case .startFlapping(let report):
+                await recorder.record(recorder.flappingEvent(report))
+                store.update { $0.deliveries[transition.id] = .suppressed }
+                recorded = true
+            case .suppress:
+                store.update { $0.deliveries[transition.id] = .suppressed }
+            }
         }
+        let state = machine.withLock { $0.state }
+        if let settled = flaps.withLock({ $0.tick(at: Date(), state: state, newID: UUID()) }) {
+            await recorder.record(recorder.event(for: settled))
+            store.update { $0.append(settled, limit: transitionHistoryLimit) }
+            log(settled)
+            recorded = true
+        }
+        if !recorded { await recorder.retry() }
         publish(probe: probe, transition: transition)
         await recorder.remember(machine.withLock { $0.memory })
     }

@@ -51,6 +51,12 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("spool-limit"), help: ArgumentHelp("Most events kept while the events database is unreachable (default 100000).", valueName: "n"))
     var spoolLimit: String?
 
+    @Option(name: .customLong("flap-threshold"), help: ArgumentHelp("More transitions than this within the flap window is flapping (default 6).", valueName: "n"))
+    var flapThreshold: String?
+
+    @Option(name: .customLong("flap-window"), help: ArgumentHelp("Flap detection window, and how long the state must hold to end flapping (default 5m).", valueName: "duration"))
+    var flapWindow: String?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info).", valueName: "level"))
     var logLevel: String?
 
@@ -79,6 +85,8 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         layers.setFlag(.stateDirectory, stateDirectory)
         layers.setFlag(.eventsDatabaseURL, eventsDatabaseURL)
         layers.setFlag(.spoolLimit, spoolLimit)
+        layers.setFlag(.flapThreshold, flapThreshold)
+        layers.setFlag(.flapWindow, flapWindow)
         return layers
     }
 

@@ -192,6 +192,43 @@ import TestSupport
         #expect(try await second.status().transitions == 0)
     }
 
+    /// Must-show 7: a flap storm gives a bounded number of rows, one flapping event, and the
+    /// right final state.
+    @Test func aFlapStormIsCoalesced() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        let daemon = try RunningDaemon(fast + [
+            "--database-url", probed.url, "--events-database-url", events.url,
+            "--flap-threshold", "4", "--flap-window", "4s",
+        ])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        var toggles = 0
+        for _ in 0..<25 {
+            try probed.stop()
+            try await Task.sleep(for: .milliseconds(450))
+            try probed.start()
+            try await Task.sleep(for: .milliseconds(450))
+            toggles += 2
+        }
+        #expect(toggles == 50)
+        let seen = try await daemon.status().transitions
+        #expect(seen >= 20, "the daemon saw \(seen) transitions")
+
+        // Stable for the window: flapping ends with one transition to the settled state.
+        _ = try #require(try await daemon.waitFor(.healthy))
+        try await Task.sleep(for: .seconds(5))
+        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        let table = try events.psql("SELECT event_type || ':' || coalesce(payload->>'to', payload->>'state') FROM system_events ORDER BY timestamp")
+            .split(separator: "\n").map(String.init)
+        let flapping = table.filter { $0.hasPrefix("database.health.flapping") }
+        #expect(flapping.count == 1, "\(table)")
+        #expect(table.count <= 4 + 1 + 1 + 1, "\(table)")
+        #expect(table.last == "database.health.transition:healthy", "\(table)")
+        let suppressed = try await daemon.events().filter { $0.delivery == "suppressed" }
+        #expect(suppressed.count >= 10)
+    }
+
     /// An existing table of another shape is used as it is never: a clear error, nothing altered.
     @Test func aTableOfAnotherShapeIsLeftAlone() async throws {
         let cluster = try TestPostgres.start()
