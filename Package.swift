@@ -57,6 +57,10 @@ let package = Package(
             ]
         ),
         .target(
+            name: "AlertLog",
+            dependencies: ["HealthCore"]
+        ),
+        .target(
             name: "SystemdNotify",
             dependencies: ["CSystemd"]
         ),
@@ -65,9 +69,10 @@ let package = Package(
         .target(
             name: "HealthDaemon",
             dependencies: [
-                "HealthCore", "PostgresProbe", "StatusHTTP", "SystemdNotify", "EventSpool",
+                "HealthCore", "PostgresProbe", "StatusHTTP", "SystemdNotify", "EventSpool", "AlertLog",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

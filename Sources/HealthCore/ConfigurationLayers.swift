@@ -66,6 +66,13 @@ public struct ConfigurationLayers: Sendable {
             }
             config.spoolLimit = limit
         }
+        if let value = value(.alertLog) {
+            guard value.text.hasPrefix("/") else { throw invalid(.alertLog, value, "must be an absolute path") }
+            config.alertLogPath = value.text
+        } else if let fromSystemd = environment["LOGS_DIRECTORY"], fromSystemd.hasPrefix("/") {
+            // systemd's LogsDirectory= (the first, if several).
+            config.alertLogPath = String(fromSystemd.split(separator: ":").first ?? Substring(fromSystemd)) + "/alerts.log"
+        }
         if let value = value(.flapThreshold) { config.flapThreshold = try count(.flapThreshold, value) }
         if let value = value(.flapWindow) {
             config.flapWindow = try duration(.flapWindow, value, minimum: .seconds(1))

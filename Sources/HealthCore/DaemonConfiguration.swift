@@ -17,6 +17,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Most events the spool holds while the events database is unreachable.
     public var spoolLimit: Int = 100_000
     /// More transitions than this within `flapWindow` is flapping.
+    /// The alert log operators tail.
+    public var alertLogPath: String = DaemonConfiguration.defaultAlertLogPath
+    public static let defaultAlertLogPath = "/var/log/dreamnet-healthd/alerts.log"
     public var flapThreshold: Int = 6
     public var flapWindow: Duration = .seconds(300)
 
@@ -67,6 +70,7 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case stateDirectory = "state_dir"
     case eventsDatabaseURL = "events_database_url"
     case spoolLimit = "spool_limit"
+    case alertLog = "alert_log"
     case flapThreshold = "flap_threshold"
     case flapWindow = "flap_window"
 

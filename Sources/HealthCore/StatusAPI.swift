@@ -121,7 +121,8 @@ public enum StatusAPI {
                 inMemory: snapshot.spool.inMemory,
                 degradedReason: snapshot.spool.degradedReason,
                 lastDeliveryError: snapshot.spool.lastDeliveryError
-            )
+            ),
+            alertLog: snapshot.alertLogPath.map { StatusDocument.AlertLogStatus(path: $0, error: snapshot.alertLogError) }
         )
     }
 

@@ -51,6 +51,12 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var startedAt: String
     public var uptimeS: Double
     public var spool: Spool?
+    public var alertLog: AlertLogStatus?
+
+    public struct AlertLogStatus: Codable, Sendable, Equatable {
+        public var path: String
+        public var error: String?
+    }
 
     /// The local spool of events on their way to `system_events`.
     public struct Spool: Codable, Sendable, Equatable {
@@ -72,6 +78,7 @@ public struct StatusDocument: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case state, since, target, transitions, fall, rise, version, pid, spool
+        case alertLog = "alert_log"
         case lastProbe = "last_probe"
         case consecutiveFailures = "consecutive_failures"
         case consecutiveSuccesses = "consecutive_successes"

@@ -57,6 +57,9 @@ public struct StatusSnapshot: Sendable {
     public var startedAt: Date
     public var startedInstant: ContinuousClock.Instant
     public var spool = SpoolStatus()
+    public var alertLogPath: String?
+    /// Why the last alert line could not be written; cleared by the next success.
+    public var alertLogError: String?
     /// Where each recent event is on its way to `system_events`, by id.
     public var deliveries: [UUID: EventDelivery] = [:]
 

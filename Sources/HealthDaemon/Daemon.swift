@@ -7,6 +7,7 @@ import ServiceLifecycle
 import StatusHTTP
 import SystemdNotify
 import EventSpool
+import AlertLog
 
 /// The composition root: builds every service from a validated configuration and runs them in
 /// one `ServiceGroup` that shuts down gracefully on SIGTERM and SIGINT.
@@ -60,7 +61,11 @@ public struct Daemon: Sendable {
         let notifier = SystemdNotifier()
         let wakeup = WakeupSignal()
         let origin = HealthEvent.Origin(host: hostName(), pid: getpid(), version: DaemonVersion.current)
-        let recorder = EventRecorder(spool: spool, store: store, logger: logger, origin: origin, wakeup: wakeup)
+        let alertLog = AlertLog(path: configuration.alertLogPath)
+        store.update { $0.alertLogPath = configuration.alertLogPath }
+        let recorder = EventRecorder(
+            spool: spool, alertLog: alertLog, store: store, logger: logger, origin: origin, wakeup: wakeup
+        )
         if let summary = await recorder.spoolSummary() {
             store.update { snapshot in
                 snapshot.spool.pending = summary.pending
@@ -83,6 +88,7 @@ public struct Daemon: Sendable {
             services: [
                 .init(service: StatusServerService(server: server)),
                 .init(service: delivery),
+                .init(service: AlertLogReopenService(alertLog: alertLog, logger: logger)),
                 .init(service: probe),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],

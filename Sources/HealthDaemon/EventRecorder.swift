@@ -3,6 +3,8 @@ import FoundationEssentials
 import HealthCore
 import Logging
 import NIOPosix
+import AlertLog
+import SystemdNotify
 
 /// Makes every transition durable before anything else hears of it: the spool first (fsynced),
 /// then the log, then the delivery service is woken.
@@ -16,12 +18,17 @@ final class EventRecorder: Sendable {
     private let logger: Logger
     private let origin: HealthEvent.Origin
     private let wakeup: WakeupSignal
+    private let alertLog: AlertLog
     /// Events the spool could not take yet, oldest first.
     private let unspooled = MutexBox<[HealthEvent]>([])
     private let lastMemory = MutexBox<HealthStateMachine.Memory?>(nil)
 
-    init(spool: EventSpool, store: StatusStore, logger: Logger, origin: HealthEvent.Origin, wakeup: WakeupSignal) {
+    init(
+        spool: EventSpool, alertLog: AlertLog, store: StatusStore, logger: Logger, origin: HealthEvent.Origin,
+        wakeup: WakeupSignal
+    ) {
         self.spool = spool
+        self.alertLog = alertLog
         self.store = store
         self.logger = logger
         self.origin = origin
@@ -36,18 +43,48 @@ final class EventRecorder: Sendable {
         HealthEvent.flapping(report, id: UUID(), origin: origin)
     }
 
-    /// Stores the event (after any held in memory) and reports where it ended up.
+    /// Stores the event (after any held in memory), then tells operators: alert log, journal.
     func record(_ event: HealthEvent) async {
         unspooled.withLock { $0.append(event) }
-        await flushToSpool()
+        let overflow = await flushToSpool()
+        for recorded in [event] + overflow { announce(recorded) }
         wakeup.signal()
     }
 
     /// Retries events held in memory; cheap when there are none.
     func retry() async {
         guard unspooled.withLock({ !$0.isEmpty }) else { return }
-        await flushToSpool()
+        for overflow in await flushToSpool() { announce(overflow) }
         wakeup.signal()
+    }
+
+    /// The alert log line and the journal entry of an event.
+    private func announce(_ event: HealthEvent) {
+        let error = alertLog.append(AlertLine.encode(event))
+        let previous = store.read().alertLogError
+        store.update { $0.alertLogError = error }
+        if let error, error != previous {
+            logger.error("alert log unwritable; alerts still go to the journal and system_events", metadata: ["error": "\(error)"])
+        }
+        let priority: SystemdJournal.Priority = switch event.severity {
+        case .critical: .critical
+        case .warning: .warning
+        case .info: .info
+        }
+        var fields: [(String, String)] = [
+            ("DREAMNET_EVENT_ID", event.id.uuidString.lowercased()), ("DREAMNET_EVENT_TYPE", event.kind.rawValue),
+            ("DREAMNET_SEVERITY", event.severity.rawValue), ("DREAMNET_PAYLOAD", event.payload),
+        ]
+        if let payload = try? JSONDecoder().decode([String: JSONScalar].self, from: Data(event.payload.utf8)) {
+            for key in ["from", "to", "reason", "sqlstate", "phase"] {
+                if case .string(let value)? = payload[key] { fields.append(("DREAMNET_" + key.uppercased(), value)) }
+            }
+        }
+        SystemdJournal.send(
+            message: event.summary, priority: priority,
+            messageID: event.kind == .transition ? SystemdJournal.transitionMessageID : SystemdJournal.recordKeepingMessageID,
+            fields: fields
+        )
     }
 
     /// Saves the verdict and counters when they changed.
@@ -62,12 +99,14 @@ final class EventRecorder: Sendable {
         }
     }
 
-    private func flushToSpool() async {
+    /// Returns overflow events it recorded.
+    private func flushToSpool() async -> [HealthEvent] {
         let queued = unspooled.withLock { $0 }
         let spool = spool
         let origin = origin
-        let (outcomes, failure): ([(UUID, EventDelivery)], SpoolError?) = await runBlocking {
+        let (outcomes, overflow, failure): ([(UUID, EventDelivery)], HealthEvent?, SpoolError?) = await runBlocking {
             var outcomes: [(UUID, EventDelivery)] = []
+            var overflow: HealthEvent?
             do {
                 for event in queued {
                     switch try spool.append(event) {
@@ -83,12 +122,13 @@ final class EventRecorder: Sendable {
                     )
                 }) {
                     outcomes.append((overflow.id, .pending))
+                    return (outcomes, overflow, nil)
                 }
-                return (outcomes, nil)
+                return (outcomes, overflow, nil)
             } catch let error as SpoolError {
-                return (outcomes, error)
+                return (outcomes, overflow, error)
             } catch {
-                return (outcomes, nil)
+                return (outcomes, overflow, nil)
             }
         }
         let stored = Set(outcomes.map(\.0))
@@ -116,6 +156,7 @@ final class EventRecorder: Sendable {
                 "error": "\(failure)", "in_memory": "\(remaining)",
             ])
         }
+        return overflow.map { [$0] } ?? []
     }
 
     func spoolSummary() async -> EventSpool.Summary? {
@@ -131,5 +172,16 @@ func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     } catch {
         // The pool only refuses work while shutting down; doing it here is the lesser evil.
         return body()
+    }
+}
+
+/// A JSON value of a payload's top level, read back for the journal's fields.
+enum JSONScalar: Decodable {
+    case string(String)
+    case other
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        self = (try? container.decode(String.self)).map(JSONScalar.string) ?? .other
     }
 }

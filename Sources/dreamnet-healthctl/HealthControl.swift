@@ -14,7 +14,7 @@ struct HealthControl: AsyncParsableCommand {
             still starting, or its last report is stale).
             """,
         version: "0.1.0",
-        subcommands: [Status.self, Probe.self, Wait.self]
+        subcommands: [Status.self, Probe.self, Wait.self, Events.self, Alerts.self]
     )
 
     /// Accepted before the subcommand too: `dreamnet-healthctl --socket PATH status`.

@@ -51,6 +51,9 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("spool-limit"), help: ArgumentHelp("Most events kept while the events database is unreachable (default 100000).", valueName: "n"))
     var spoolLimit: String?
 
+    @Option(name: .customLong("alert-log"), help: ArgumentHelp("Alert log, one JSON line per event (default $LOGS_DIRECTORY/alerts.log or \(DaemonConfiguration.defaultAlertLogPath)).", valueName: "path"))
+    var alertLog: String?
+
     @Option(name: .customLong("flap-threshold"), help: ArgumentHelp("More transitions than this within the flap window is flapping (default 6).", valueName: "n"))
     var flapThreshold: String?
 
@@ -85,6 +88,7 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         layers.setFlag(.stateDirectory, stateDirectory)
         layers.setFlag(.eventsDatabaseURL, eventsDatabaseURL)
         layers.setFlag(.spoolLimit, spoolLimit)
+        layers.setFlag(.alertLog, alertLog)
         layers.setFlag(.flapThreshold, flapThreshold)
         layers.setFlag(.flapWindow, flapWindow)
         return layers

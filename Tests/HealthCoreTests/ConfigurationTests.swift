@@ -46,7 +46,7 @@ import Testing
     @Test func unknownKeysAndBadSyntaxNameTheLine() {
         #expect(throws: ConfigurationError(
             code: .unknownKey, key: "intervall", source: "/c:2",
-            message: "unknown key (known keys: database_url, interval, timeout, fall, rise, socket, require_database, log_level, state_dir, events_database_url, spool_limit, flap_threshold, flap_window)"
+            message: "unknown key (known keys: database_url, interval, timeout, fall, rise, socket, require_database, log_level, state_dir, events_database_url, spool_limit, alert_log, flap_threshold, flap_window)"
         )) {
             try ConfigFile.parse("fall = 2\nintervall = 2s\n", path: "/c")
         }

@@ -36,7 +36,9 @@ import TestSupport
         return nil
     }
 
-    let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1"]
+    let quick = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1"]
+    /// Quick probes, and no flap coalescing: these tests count every transition.
+    var fast: [String] { quick + ["--flap-threshold", "1000"] }
 
     /// Must-show 1: outage and flaps while the events database is down; every row appears once,
     /// in order, with its original timestamp and delivery = spooled.
@@ -198,7 +200,7 @@ import TestSupport
         let probed = try TestPostgres.start()
         let events = try TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        let daemon = try RunningDaemon(fast + [
+        let daemon = try RunningDaemon(quick + [
             "--database-url", probed.url, "--events-database-url", events.url,
             "--flap-threshold", "4", "--flap-window", "4s",
         ])

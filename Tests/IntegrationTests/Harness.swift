@@ -33,13 +33,20 @@ final class RunningDaemon {
     private let ownsStateDirectory: Bool
 
     /// `stateDirectory`: reuse one across daemons (restarts); by default a fresh one.
-    init(_ arguments: [String], environment: [String: String] = [:], stateDirectory: String? = nil) throws {
+    /// `launcher`: a command the daemon is started through (it must exec the daemon, keeping the pid).
+    init(
+        _ arguments: [String], environment: [String: String] = [:], stateDirectory: String? = nil,
+        launcher: [String] = []
+    ) throws {
         directory = try temporaryDirectory(prefix: "healthd-test")
         socketPath = directory.appendingPathComponent("status.sock").path
         self.stateDirectory = stateDirectory ?? directory.appendingPathComponent("state").path
         ownsStateDirectory = stateDirectory == nil
+        let daemonArguments = ["--socket", socketPath, "--log-level", "debug", "--state-dir", self.stateDirectory,
+                               "--alert-log", directory.appendingPathComponent("alerts.log").path] + arguments
         process = try BackgroundProcess(
-            Binaries.daemon, ["--socket", socketPath, "--log-level", "debug", "--state-dir", self.stateDirectory] + arguments,
+            launcher.isEmpty ? Binaries.daemon : URL(fileURLWithPath: launcher[0]),
+            launcher.isEmpty ? daemonArguments : Array(launcher.dropFirst()) + [Binaries.daemon.path] + daemonArguments,
             environment: environment, removing: environment["DATABASE_URL"] == nil ? ["DATABASE_URL"] : []
         )
         let up = waitUntil(timeout: .seconds(10)) { FileManager.default.fileExists(atPath: socketPath) || !process.isRunning }
@@ -52,6 +59,8 @@ final class RunningDaemon {
         process.terminate(timeout: .seconds(5))
         try? FileManager.default.removeItem(at: directory)
     }
+
+    var alertLogPath: String { directory.appendingPathComponent("alerts.log").path }
 
     func get(_ uri: String) async throws -> StatusClient.Response {
         try await StatusClient.get(uri, socketPath: socketPath)

@@ -1,0 +1,65 @@
+import Glibc
+import Synchronization
+
+/// The alert log operators tail: one line per event, each written with a single `write(2)` to an
+/// `O_APPEND` descriptor, so concurrent readers never see half a line and `copytruncate` leaves
+/// no hole. Reopened on request (SIGUSR1 after `create`-style rotation) and whenever the path
+/// no longer names the open file (rotated or deleted); created if missing.
+public final class AlertLog: Sendable {
+    public let path: String
+    private struct State {
+        var descriptor: Int32 = -1
+        var device: UInt64 = 0
+        var inode: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    deinit {
+        state.withLock { if $0.descriptor >= 0 { close($0.descriptor) } }
+    }
+
+    /// Appends one line; returns why it could not, if it could not. Never throws: a broken alert
+    /// log must not stop monitoring.
+    public func append(_ line: String) -> String? {
+        state.withLock { state -> String? in
+            if state.descriptor >= 0 && !Self.pathNamesOpenFile(path, state) {
+                close(state.descriptor)
+                state.descriptor = -1
+            }
+            if state.descriptor < 0, let error = Self.open(path, &state) { return error }
+            var bytes = Array(line.utf8)
+            let written = bytes.withUnsafeMutableBytes { write(state.descriptor, $0.baseAddress, $0.count) }
+            if written == bytes.count { return nil }
+            let reason = written < 0 ? String(cString: strerror(errno)) : "short write (\(written) of \(bytes.count) bytes)"
+            return "cannot write \(path): \(reason)"
+        }
+    }
+
+    /// Closes the file; the next line opens the path anew.
+    public func reopen() {
+        state.withLock { state in
+            if state.descriptor >= 0 { close(state.descriptor) }
+            state.descriptor = -1
+        }
+    }
+
+    private static func open(_ path: String, _ state: inout State) -> String? {
+        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard descriptor >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
+        var info = stat()
+        fstat(descriptor, &info)
+        state = State(descriptor: descriptor, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        return nil
+    }
+
+    private static func pathNamesOpenFile(_ path: String, _ state: State) -> Bool {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return false }
+        return UInt64(info.st_dev) == state.device && UInt64(info.st_ino) == state.inode
+    }
+}

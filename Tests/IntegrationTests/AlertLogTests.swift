@@ -1,0 +1,148 @@
+import Foundation
+import HealthCore
+import Testing
+import TestSupport
+
+/// Where operators look: the alert log (rotated underneath a follower), and a spool on a full disk.
+@Suite(.serialized) struct AlertLogTests {
+    let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
+
+    func flap(_ cluster: TestPostgres, _ daemon: RunningDaemon) async throws {
+        try cluster.stop()
+        _ = try #require(try await daemon.waitFor(.unhealthy))
+        try cluster.start()
+        _ = try #require(try await daemon.waitFor(.healthy))
+    }
+
+    func tableIDs(_ cluster: TestPostgres) throws -> [String] {
+        try cluster.psql("SELECT id FROM system_events ORDER BY timestamp").split(separator: "\n").map(String.init)
+    }
+
+    func settled(_ daemon: RunningDaemon) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, try await daemon.status().spool?.pending != 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Must-show 6: logrotate with `create` + SIGUSR1, then with `copytruncate`, while
+    /// `dreamnet-healthctl alerts --follow` runs: no line lost or split; ids match the table.
+    @Test func rotationUnderAFollowerLosesNoLine() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        let follower = try BackgroundProcess(Binaries.control, ["alerts", "--follow", "--json", "-n", "1000", "--alert-log", daemon.alertLogPath])
+        defer { follower.terminate(timeout: .seconds(2)) }
+
+        let rotate = daemon.directory.appendingPathComponent("logrotate")
+        try FileManager.default.createDirectory(at: rotate, withIntermediateDirectories: true)
+        let create = rotate.appendingPathComponent("create.conf")
+        try """
+            \(daemon.alertLogPath) {
+                rotate 5
+                create 0640
+                postrotate
+                    kill -USR1 \(daemon.process.pid)
+                endscript
+            }
+            """.write(to: create, atomically: true, encoding: .utf8)
+        let copytruncate = rotate.appendingPathComponent("copytruncate.conf")
+        try """
+            \(daemon.alertLogPath) {
+                rotate 5
+                copytruncate
+            }
+            """.write(to: copytruncate, atomically: true, encoding: .utf8)
+        let logrotateState = rotate.appendingPathComponent("state").path
+
+        try await flap(probed, daemon)
+        try await settled(daemon)
+        try await Task.sleep(for: .milliseconds(500))
+        let rotated = try runProcess(URL(fileURLWithPath: "/usr/sbin/logrotate"), ["-f", "-s", logrotateState, create.path])
+        #expect(rotated.status == 0, "\(rotated.stderr)")
+        try await flap(probed, daemon)
+        try await settled(daemon)
+        try await Task.sleep(for: .milliseconds(500))
+        let truncated = try runProcess(URL(fileURLWithPath: "/usr/sbin/logrotate"), ["-f", "-s", logrotateState, copytruncate.path])
+        #expect(truncated.status == 0, "\(truncated.stderr)")
+        try await flap(probed, daemon)
+        try await settled(daemon)
+        try await Task.sleep(for: .milliseconds(800))
+
+        let lines = follower.output().split(separator: "\n").map(String.init)
+        let ids = lines.compactMap(AlertLine.id(of:))
+        #expect(ids.count == lines.count, "every line is a whole alert: \(lines)")
+        #expect(ids.count == 7)
+        #expect(Set(ids).count == ids.count)
+        #expect(ids == (try tableIDs(events)))
+        // The live file was recreated by rotation and holds only what came after it.
+        let live = try String(contentsOfFile: daemon.alertLogPath, encoding: .utf8).split(separator: "\n")
+        #expect(live.count == 2)
+        #expect(FileManager.default.fileExists(atPath: daemon.alertLogPath + ".1"))
+    }
+
+    @Test func anUnwritableAlertLogIsReportedAndMonitoringGoesOn() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let daemon = try RunningDaemon(fast + ["--database-url", cluster.url, "--alert-log", "/proc/no-such-dir/alerts.log"])
+        let status = try #require(try await daemon.waitFor(.healthy))
+        var alertLog = status.alertLog
+        let deadline = ContinuousClock.now + .seconds(5)
+        while alertLog?.error == nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            alertLog = try await daemon.status().alertLog
+        }
+        #expect(alertLog?.error?.contains("/proc/no-such-dir/alerts.log") == true)
+        try await settled(daemon)
+        #expect(try tableIDs(cluster).count == 1)
+    }
+
+    /// Must-show 5: the spool on a tiny full filesystem: degraded reported, no crash, nothing
+    /// falsely called durable; once there is room, everything is stored and delivered.
+    @Test func aFullDiskDegradesTheSpoolAndLosesNothing() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.stop()
+        let state = try temporaryDirectory(prefix: "healthd-full").path
+        // A private mount namespace with a 1 MiB tmpfs as the state directory.
+        let daemon = try RunningDaemon(
+            fast + ["--database-url", probed.url, "--events-database-url", events.url],
+            stateDirectory: state,
+            launcher: ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                       "mount -t tmpfs -o size=1m tmpfs \"$0\" && exec \"$@\"", state]
+        )
+        _ = try #require(try await daemon.waitFor(.healthy))
+        #expect(try await daemon.status().spool?.pending == 1)
+
+        // Fill what is left of it, from outside, through the daemon's view of the file system.
+        let filler = "/proc/\(daemon.process.pid)/root\(state)/filler"
+        let fill = try runProcess(URL(fileURLWithPath: "/bin/dd"), ["if=/dev/zero", "of=\(filler)", "bs=4k"])
+        #expect(fill.stderr.contains("No space left"), "\(fill.stderr)")
+
+        try await flap(probed, daemon)
+        let degraded = try #require(try await daemon.status().spool)
+        #expect(degraded.degraded)
+        #expect(degraded.inMemory == 2)
+        #expect(degraded.degradedReason?.contains("spool") == true)
+        #expect(try await daemon.events().prefix(2).allSatisfy { $0.delivery == "memory" })
+        #expect(daemon.process.isRunning)
+
+        // Room again: the held events are stored (in order) and delivered.
+        try FileManager.default.removeItem(atPath: filler)
+        try events.start()
+        let deadline = ContinuousClock.now + .seconds(30)
+        var spool = try await daemon.status().spool
+        while ContinuousClock.now < deadline, spool?.pending != 0 || spool?.degraded == true {
+            try await Task.sleep(for: .milliseconds(100))
+            spool = try await daemon.status().spool
+        }
+        #expect(spool?.degraded == false)
+        #expect(spool?.inMemory == 0)
+        let recorded = try await daemon.events().map(\.id)
+        #expect(Set(try tableIDs(events)) == Set(recorded))
+        #expect(try tableIDs(events).count == 3)
+    }
+}
