@@ -61,8 +61,8 @@ public struct ConfigurationLayers: Sendable {
         }
         if let url = nonEmptyValue(.eventsDatabaseURL) { config.eventsDatabaseURL = url.text }
         if let value = value(.spoolLimit) {
-            guard let limit = Int(value.text.trimmed()), (100...10_000_000).contains(limit) else {
-                throw invalid(.spoolLimit, value, "must be a whole number from 100 to 10000000, got '\(value.text)'")
+            guard let limit = Int(value.text.trimmed()), (1...10_000_000).contains(limit) else {
+                throw invalid(.spoolLimit, value, "must be a whole number from 1 to 10000000, got '\(value.text)'")
             }
             config.spoolLimit = limit
         }

@@ -51,9 +51,10 @@ final class EventRecorder: Sendable {
         wakeup.signal()
     }
 
-    /// Retries events held in memory; cheap when there are none.
+    /// Retries events held in memory, and reports drops once the spool has room again; cheap
+    /// when there is neither.
     func retry() async {
-        guard unspooled.withLock({ !$0.isEmpty }) else { return }
+        guard unspooled.withLock({ !$0.isEmpty }) || store.read().spool.dropped > 0 else { return }
         for overflow in await flushToSpool() { announce(overflow) }
         wakeup.signal()
     }

@@ -231,6 +231,49 @@ import TestSupport
         #expect(suppressed.count >= 10)
     }
 
+    /// A full spool drops events, never silently: /status counts them, and once there is room a
+    /// spool_overflow event records how many.
+    @Test func aFullSpoolReportsItsDrops() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.stop()
+        let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url, "--spool-limit", "2"])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        try await flap(probed, daemon)
+        try await flap(probed, daemon)
+        let full = try #require(try await daemon.status().spool)
+        #expect(full.pending == 2)
+        #expect(full.dropped == 3)
+        #expect(try await daemon.events().filter { $0.delivery == "dropped" }.count == 3)
+
+        try events.start()
+        let spool = try #require(try await waitForPending(daemon, { $0.pending == 0 && $0.dropped == 0 }))
+        #expect(spool.dropped == 0)
+        let overflow = try events.psql("SELECT payload->>'dropped' FROM system_events WHERE event_type = 'database.health.spool_overflow'")
+        #expect(overflow == "3")
+        #expect(try rows(events).count == 3)
+        let alerts = try String(contentsOfFile: daemon.alertLogPath, encoding: .utf8)
+        #expect(alerts.contains("database.health.spool_overflow"))
+    }
+
+    /// A damaged spool file is moved aside, never deleted, and the daemon carries on.
+    @Test func aCorruptSpoolIsMovedAsideAndTheDaemonRuns() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let state = try temporaryDirectory(prefix: "healthd-corrupt").path
+        let garbage = Data((0..<65_536).map { _ in UInt8.random(in: 0...255) })
+        try garbage.write(to: URL(fileURLWithPath: state + "/spool.sqlite3"))
+        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url], stateDirectory: state)
+        _ = try #require(try await daemon.waitFor(.healthy))
+        let moved = try FileManager.default.contentsOfDirectory(atPath: state).filter { $0.hasPrefix("spool.sqlite3.corrupt-") }
+        #expect(moved.count == 1)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: state + "/" + moved[0])) == garbage)
+        #expect(daemon.process.output().contains("moved aside"))
+        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        #expect(try rows(cluster).count == 1)
+    }
+
     /// An existing table of another shape is used as it is never: a clear error, nothing altered.
     @Test func aTableOfAnotherShapeIsLeftAlone() async throws {
         let cluster = try TestPostgres.start()
