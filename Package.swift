@@ -34,10 +34,7 @@ let package = Package(
         // Adapters.
         .target(
             name: "PostgresProbe",
-            dependencies: [
-                "HealthCore", "CLibPQ",
-                .product(name: "NIOPosix", package: "swift-nio"),
-            ]
+            dependencies: ["HealthCore", "CLibPQ"]
         ),
         .target(
             name: "StatusHTTP",

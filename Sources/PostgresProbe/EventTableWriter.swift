@@ -1,6 +1,5 @@
 import FoundationEssentials
 import HealthCore
-import NIOPosix
 import Synchronization
 
 /// Inserts events into `system_events`, creating the table with the web app's schema if it is
@@ -55,13 +54,10 @@ public final class EventTableWriter: Sendable {
     /// abandons the attempt (at shutdown).
     public func insert(_ rows: [EventRow], cancellation: ProbeCancellation = ProbeCancellation()) async -> Failure? {
         guard !rows.isEmpty else { return nil }
-        do {
-            return try await NIOThreadPool.singleton.runIfActive { [self] in
-                insertBlocking(rows, cancellation: cancellation)
-            }
-        } catch {
-            return Failure(reason: .other, sqlstate: nil, message: "thread pool unavailable: \(error)")
-        }
+        // A thread of its own: an insert can wait seconds on a slow database, and must not hold
+        // up spool writes or probes that share a pool.
+        let outcome = await onOwnThread { [self] in insertBlocking(rows, cancellation: cancellation) }
+        return outcome ?? Failure(reason: .other, sqlstate: nil, message: "could not start a thread for the insert")
     }
 
     private func insertBlocking(_ rows: [EventRow], cancellation: ProbeCancellation) -> Failure? {

@@ -134,6 +134,19 @@ struct ResolverError: Error, CustomStringConvertible {
     var description: String { message }
 }
 
+/// Runs blocking libpq work on a thread of its own and awaits the result.
+///
+/// A probe must never queue behind other blocking work (a spool write, an insert into a slow
+/// events database): a shared pool would let those delay it past its deadline and upset the
+/// probe cadence. A thread per call costs tens of microseconds, once per probe interval.
+/// `nil` if no thread could be created.
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
+    await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+        let started = DetachedThread.start { continuation.resume(returning: body()) }
+        if !started { continuation.resume(returning: nil) }
+    }
+}
+
 /// A detached POSIX thread for one blocking call. Lookups need a thread each (see
 /// `HostResolver`), and this keeps Foundation's `Thread` out of the binary.
 enum DetachedThread {

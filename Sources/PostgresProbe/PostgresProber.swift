@@ -1,9 +1,8 @@
 import FoundationEssentials
 import HealthCore
-import NIOPosix
 
-/// Probes one database. Each probe runs on NIO's blocking-work thread pool, so the libpq calls
-/// and their `poll()` never occupy a thread of Swift's cooperative pool.
+/// Probes one database. Each probe runs on a thread of its own, so the libpq calls and their
+/// `poll()` never occupy a thread of Swift's cooperative pool nor wait behind other blocking work.
 public struct PostgresProber: Sendable {
     public let target: ConnectionTarget
     public let timeout: Duration
@@ -22,19 +21,20 @@ public struct PostgresProber: Sendable {
         let timeout = timeout
         let environment = environment
         let cancellation = ProbeCancellation()
-        do {
-            return try await withTaskCancellationHandler {
-                try await NIOThreadPool.singleton.runIfActive {
-                    LibPQProbe.run(target, timeout: timeout, resolver: .shared, environment: environment, cancellation: cancellation)
-                }
-            } onCancel: {
-                cancellation.cancel()
+        let outcome = await withTaskCancellationHandler {
+            await onOwnThread {
+                LibPQProbe.run(target, timeout: timeout, resolver: .shared, environment: environment, cancellation: cancellation)
             }
-        } catch {
+        } onCancel: {
+            cancellation.cancel()
+        }
+        // Outer nil: no thread; inner nil: cancelled.
+        guard let outcome else {
             return ProbeResult(
                 startedAt: Date(), latency: .zero, phases: [],
-                failure: ProbeFailure(reason: .other, phase: .resolve, message: "probe thread pool unavailable: \(error)")
+                failure: ProbeFailure(reason: .other, phase: .resolve, message: "could not start a probe thread")
             )
         }
+        return outcome
     }
 }

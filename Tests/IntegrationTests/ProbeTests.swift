@@ -62,8 +62,11 @@ import TestSupport
             let elapsed = ContinuousClock.now - started
             #expect(result.failure?.reason == .timeout)
             #expect(result.failure?.phase == .tls || result.failure?.phase == .auth)
-            #expect(elapsed < .milliseconds(1_200))
-            #expect(elapsed >= .milliseconds(990))
+            // The probe's own clock: start to verdict. The benchmark holds it to ±20 ms.
+            #expect(result.latency < .milliseconds(1_200))
+            #expect(result.latency >= .milliseconds(1_000))
+            // Seen from the caller, thread start and scheduling included, on a loaded machine.
+            #expect(elapsed < .milliseconds(1_500))
         }
         let short = try await probe("postgresql://u@127.0.0.1:\(listener.port)/db", timeout: .milliseconds(200))
         #expect(short.failure?.reason == .timeout)
