@@ -32,9 +32,14 @@ public final class AlertLog: Sendable {
                 state.descriptor = -1
             }
             if state.descriptor < 0, let error = Self.open(path, &state) { return error }
-            var bytes = Array(line.utf8)
-            let written = bytes.withUnsafeMutableBytes { write(state.descriptor, $0.baseAddress, $0.count) }
+            let bytes = Array(line.utf8)
+            var before = stat()
+            fstat(state.descriptor, &before)
+            let written = bytes.withUnsafeBytes { write(state.descriptor, $0.baseAddress, $0.count) }
             if written == bytes.count { return nil }
+            // A partial line (disk full) would glue the next line onto it: cut it off. Safe: this
+            // is the only writer, under the lock.
+            if written > 0 { _ = ftruncate(state.descriptor, before.st_size) }
             let reason = written < 0 ? String(cString: strerror(errno)) : "short write (\(written) of \(bytes.count) bytes)"
             return "cannot write \(path): \(reason)"
         }

@@ -59,8 +59,11 @@ public final class EventSpool: Sendable {
         }
         let queue = try DatabaseQueue(path: path, configuration: configuration)
         try migrator.migrate(queue)
-        // Touch the data, so that a damaged file is found now, not at the first append.
-        _ = try queue.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events") }
+        // Check the pages now, so that a damaged file is found at start, not at the first replay.
+        let check = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
+        guard check == ["ok"] else {
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: check.prefix(3).joined(separator: "; "))
+        }
         return queue
     }
 
@@ -94,8 +97,11 @@ public final class EventSpool: Sendable {
 
     /// Appends an event, fsynced before returning. An overflow event is always stored: it is how
     /// a full spool reports itself.
-    public func append(_ event: HealthEvent) throws(SpoolError) -> AppendOutcome {
+    /// `memory`, if given, is saved in the same transaction: the event and the state it led to
+    /// are durable together, so a restart can neither lose nor repeat the transition.
+    public func append(_ event: HealthEvent, remembering memory: DaemonMemory? = nil) throws(SpoolError) -> AppendOutcome {
         try write("append an event") { db in
+            if let memory { try Self.setState(db, "memory", memory) }
             let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0
             if pending >= limit && event.kind != .spoolOverflow {
                 var drops = try Self.drops(db)
@@ -153,10 +159,14 @@ public final class EventSpool: Sendable {
                 db,
                 sql: "SELECT seq, id, kind, severity, observed_at, payload, origin, summary, attempts FROM events ORDER BY seq LIMIT ?",
                 arguments: [limit]
-            ).map { row in
-                let origin = try JSONDecoder().decode(HealthEvent.Origin.self, from: Data((row["origin"] as String).utf8))
+            ).compactMap { row -> SpooledEvent? in
+                // Ids are written by the daemon itself; one that does not parse is damage, and
+                // inventing a new one would defeat ON CONFLICT. Such a row is skipped (and left).
+                guard let id = UUID(uuidString: row["id"]) else { return nil }
+                let origin = (try? JSONDecoder().decode(HealthEvent.Origin.self, from: Data((row["origin"] as String).utf8)))
+                    ?? HealthEvent.Origin(host: "unknown", pid: 0, version: "unknown")
                 let event = HealthEvent(
-                    id: UUID(uuidString: row["id"]) ?? UUID(),
+                    id: id,
                     kind: HealthEvent.Kind(rawValue: row["kind"]) ?? .transition,
                     severity: HealthEvent.Severity(rawValue: row["severity"]) ?? .info,
                     observedAt: Timestamp.parse(row["observed_at"]) ?? Date(timeIntervalSince1970: 0),
@@ -167,25 +177,19 @@ public final class EventSpool: Sendable {
         }
     }
 
-    /// Counts a failed delivery attempt: later deliveries of these are `spooled`, not `direct`.
-    public func recordFailedAttempt(seqs: [Int64]) throws(SpoolError) {
-        guard !seqs.isEmpty else { return }
+    /// Counts a failed delivery attempt against every pending event: none of them can reach the
+    /// table at the first attempt any more, so each is `spooled` when it does.
+    public func recordFailedAttempt() throws(SpoolError) {
         try write("record a failed delivery") { db in
-            try db.execute(
-                sql: "UPDATE events SET attempts = attempts + 1 WHERE seq IN (\(seqs.map { _ in "?" }.joined(separator: ",")))",
-                arguments: StatementArguments(seqs)
-            )
+            try db.execute(sql: "UPDATE events SET attempts = attempts + 1 WHERE attempts = 0")
         }
     }
 
-    /// Removes events the database has committed.
-    public func remove(seqs: [Int64]) throws(SpoolError) {
-        guard !seqs.isEmpty else { return }
+    /// Removes events the database has committed: the oldest, up to and including `throughSeq`
+    /// (batches are always the oldest pending events).
+    public func remove(throughSeq: Int64) throws(SpoolError) {
         try write("remove delivered events") { db in
-            try db.execute(
-                sql: "DELETE FROM events WHERE seq IN (\(seqs.map { _ in "?" }.joined(separator: ",")))",
-                arguments: StatementArguments(seqs)
-            )
+            try db.execute(sql: "DELETE FROM events WHERE seq <= ?", arguments: [throughSeq])
         }
     }
 
@@ -203,13 +207,15 @@ public final class EventSpool: Sendable {
         }
     }
 
-    /// The verdict and counters saved by `remember`, if any.
-    public func recall() throws(SpoolError) -> HealthStateMachine.Memory? {
-        try read("read the saved state") { db in try Self.state(db, "health", as: HealthStateMachine.Memory.self) }
+    /// What `remember` (or an append) saved, if anything. A saved state that cannot be read (a
+    /// file from another version, say) counts as none: the daemon then starts afresh rather than
+    /// not at all.
+    public func recall() throws(SpoolError) -> DaemonMemory? {
+        try read("read the saved state") { db in try? Self.state(db, "memory", as: DaemonMemory.self) }
     }
 
-    public func remember(_ memory: HealthStateMachine.Memory) throws(SpoolError) {
-        try write("save the state") { db in try Self.setState(db, "health", memory) }
+    public func remember(_ memory: DaemonMemory) throws(SpoolError) {
+        try write("save the state") { db in try Self.setState(db, "memory", memory) }
     }
 
     // MARK: - Helpers

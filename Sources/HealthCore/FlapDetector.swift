@@ -40,6 +40,29 @@ public struct FlapDetector: Sendable {
         self.settings = settings
     }
 
+    /// What survives a restart: a restart while flapping must still end in the settled state.
+    public struct Memory: Sendable, Equatable, Codable {
+        var recent: [Date]
+        var isFlapping: Bool
+        var lastRecorded: HealthState?
+        var lastChange: Date?
+        var suppressed: Int
+    }
+
+    public var memory: Memory {
+        Memory(recent: recent, isFlapping: isFlapping, lastRecorded: lastRecorded, lastChange: lastChange, suppressed: suppressed)
+    }
+
+    public init(settings: Settings, restoring memory: Memory?) {
+        self.settings = settings
+        guard let memory else { return }
+        recent = memory.recent
+        isFlapping = memory.isFlapping
+        lastRecorded = memory.lastRecorded
+        lastChange = memory.lastChange
+        suppressed = memory.suppressed
+    }
+
     public mutating func transition(_ transition: Transition) -> Decision {
         let now = transition.observedAt
         lastChange = now
@@ -115,5 +138,16 @@ struct FlappingPayload: Encodable {
     enum CodingKeys: String, CodingKey {
         case transitions, state
         case windowS = "window_s", firstAt = "first_at", observedAt = "observed_at"
+    }
+}
+
+/// Everything the daemon remembers across restarts, saved with the event that changed it.
+public struct DaemonMemory: Sendable, Equatable, Codable {
+    public var health: HealthStateMachine.Memory
+    public var flaps: FlapDetector.Memory?
+
+    public init(health: HealthStateMachine.Memory, flaps: FlapDetector.Memory?) {
+        self.health = health
+        self.flaps = flaps
     }
 }

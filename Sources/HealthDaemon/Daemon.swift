@@ -30,8 +30,8 @@ public struct Daemon: Sendable {
 
         // The spool is opened before anything runs: events and state must have a home.
         let spool: EventSpool
-        let remembered: HealthStateMachine.Memory?
-        let openResult = await runBlocking { () -> Result<(EventSpool, HealthStateMachine.Memory?), SpoolError> in
+        let remembered: DaemonMemory?
+        let openResult = await runBlocking { () -> Result<(EventSpool, DaemonMemory?), SpoolError> in
             Result { () throws(SpoolError) in
                 let spool = try EventSpool(directory: configuration.stateDirectory, limit: configuration.spoolLimit)
                 return (spool, try spool.recall())

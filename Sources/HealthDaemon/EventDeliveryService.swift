@@ -84,18 +84,24 @@ final class EventDeliveryService: Service {
             let rows = batch.map { EventRow($0.event, delivery: $0.attempts == 0 ? .direct : .spooled, seq: $0.seq) }
             let seqs = batch.map(\.seq)
             if let failure = await writer.insert(rows) {
-                _ = await runBlocking { try? spool.recordFailedAttempt(seqs: seqs) }
+                // Shutdown abandoned the attempt: the database was not asked, nothing failed.
+                guard !failure.isCancellation else { return .success(()) }
+                if case .failure(let error) = await runBlocking({ Result { () throws(SpoolError) in try spool.recordFailedAttempt() } }) {
+                    logger.warning("could not count a failed delivery", metadata: ["error": "\(error)"])
+                }
                 store.update { $0.spool.lastDeliveryError = failure.description }
                 return .failure(.database(failure))
             }
             FaultInjection.afterCommit()
-            if case .failure(let error) = await runBlocking({ Result { () throws(SpoolError) in try spool.remove(seqs: seqs) } }) {
+            let last = seqs.last ?? 0
+            if case .failure(let error) = await runBlocking({ Result { () throws(SpoolError) in try spool.remove(throughSeq: last) } }) {
                 // Committed but still spooled: the replay inserts nothing twice (ON CONFLICT).
                 return .failure(.spool(error))
             }
             let summary = await runBlocking { try? spool.summary() }
             store.update { snapshot in
-                for event in batch {
+                // Only the transitions /events still lists are tracked.
+                for event in batch where snapshot.deliveries[event.event.id] != nil {
                     snapshot.deliveries[event.event.id] = event.attempts == 0 ? .direct : .spooled
                 }
                 snapshot.spool.lastDeliveryError = nil

@@ -21,7 +21,7 @@ final class EventRecorder: Sendable {
     private let alertLog: AlertLog
     /// Events the spool could not take yet, oldest first.
     private let unspooled = MutexBox<[HealthEvent]>([])
-    private let lastMemory = MutexBox<HealthStateMachine.Memory?>(nil)
+    private let lastMemory = MutexBox<DaemonMemory?>(nil)
 
     init(
         spool: EventSpool, alertLog: AlertLog, store: StatusStore, logger: Logger, origin: HealthEvent.Origin,
@@ -43,25 +43,38 @@ final class EventRecorder: Sendable {
         HealthEvent.flapping(report, id: UUID(), origin: origin)
     }
 
-    /// Stores the event (after any held in memory), then tells operators: alert log, journal.
-    func record(_ event: HealthEvent) async {
+    /// Stores the event (after any held in memory) together with the state it led to, then
+    /// tells operators: alert log, journal.
+    func record(_ event: HealthEvent, memory: DaemonMemory) async {
         unspooled.withLock { $0.append(event) }
-        let overflow = await flushToSpool()
-        for recorded in [event] + overflow { announce(recorded) }
+        let overflow = await flushToSpool(memory: memory)
+        for recorded in [event] + overflow { await announce(recorded) }
         wakeup.signal()
     }
 
     /// Retries events held in memory, and reports drops once the spool has room again; cheap
     /// when there is neither.
-    func retry() async {
+    func retry(memory: DaemonMemory) async {
         guard unspooled.withLock({ !$0.isEmpty }) || store.read().spool.dropped > 0 else { return }
-        for overflow in await flushToSpool() { announce(overflow) }
+        for overflow in await flushToSpool(memory: memory) { await announce(overflow) }
         wakeup.signal()
     }
 
-    /// The alert log line and the journal entry of an event.
-    private func announce(_ event: HealthEvent) {
-        let error = alertLog.append(AlertLine.encode(event))
+    /// At shutdown: one last try to store what is held in memory; says what could not be.
+    func finish(memory: DaemonMemory) async {
+        guard unspooled.withLock({ !$0.isEmpty }) else { return }
+        _ = await flushToSpool(memory: memory)
+        let lost = unspooled.withLock { $0.count }
+        if lost > 0 {
+            logger.critical("stopping with events the spool could not store: they are lost", metadata: ["count": "\(lost)"])
+        }
+    }
+
+    /// The alert log line and the journal entry of an event (file and socket I/O: off the
+    /// cooperative pool).
+    private func announce(_ event: HealthEvent) async {
+        let alertLog = alertLog
+        let error = await runBlocking { alertLog.append(AlertLine.encode(event)) }
         let previous = store.read().alertLogError
         store.update { $0.alertLogError = error }
         if let error, error != previous {
@@ -81,28 +94,29 @@ final class EventRecorder: Sendable {
                 if case .string(let value)? = payload[key] { fields.append(("DREAMNET_" + key.uppercased(), value)) }
             }
         }
-        SystemdJournal.send(
-            message: event.summary, priority: priority,
-            messageID: event.kind == .transition ? SystemdJournal.transitionMessageID : SystemdJournal.recordKeepingMessageID,
-            fields: fields
-        )
-    }
-
-    /// Saves the verdict and counters when they changed.
-    func remember(_ memory: HealthStateMachine.Memory) async {
-        guard lastMemory.withLock({ $0 != memory }) else { return }
-        let spool = spool
-        do {
-            try await NIOThreadPool.singleton.runIfActive { try spool.remember(memory) }
-            lastMemory.withLock { $0 = memory }
-        } catch {
-            logger.warning("could not save the state", metadata: ["error": "\(error)"])
+        let messageID = event.kind == .transition ? SystemdJournal.transitionMessageID : SystemdJournal.recordKeepingMessageID
+        let fieldList = fields
+        await runBlocking {
+            SystemdJournal.send(message: event.summary, priority: priority, messageID: messageID, fields: fieldList)
         }
     }
 
-    /// Returns overflow events it recorded.
-    private func flushToSpool() async -> [HealthEvent] {
+    /// Saves the verdict and counters when they changed. Not while events wait in memory: the
+    /// state must never get ahead of the transitions that led to it.
+    func remember(_ memory: DaemonMemory) async {
+        guard unspooled.withLock({ $0.isEmpty }), lastMemory.withLock({ $0 != memory }) else { return }
+        let spool = spool
+        let result = await runBlocking { Result { () throws(SpoolError) in try spool.remember(memory) } }
+        switch result {
+        case .success: lastMemory.withLock { $0 = memory }
+        case .failure(let error): logger.warning("could not save the state", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Returns overflow events it recorded. `memory` is saved with the newest event.
+    private func flushToSpool(memory: DaemonMemory) async -> [HealthEvent] {
         let queued = unspooled.withLock { $0 }
+        let newest = queued.last?.id
         let spool = spool
         let origin = origin
         let (outcomes, overflow, failure): ([(UUID, EventDelivery)], HealthEvent?, SpoolError?) = await runBlocking {
@@ -110,7 +124,7 @@ final class EventRecorder: Sendable {
             var overflow: HealthEvent?
             do {
                 for event in queued {
-                    switch try spool.append(event) {
+                    switch try spool.append(event, remembering: event.id == newest ? memory : nil) {
                     case .stored: outcomes.append((event.id, .pending))
                     case .dropped: outcomes.append((event.id, .dropped))
                     }
@@ -138,9 +152,17 @@ final class EventRecorder: Sendable {
             return queue.count
         }
         let summary = await spoolSummary()
+        if remaining == 0 && failure == nil { lastMemory.withLock { $0 = memory } }
+        let transitions = Set(queued.filter { $0.kind == .transition }.map(\.id))
         store.update { snapshot in
-            for (id, delivery) in outcomes { snapshot.deliveries[id] = delivery }
-            for event in queued where !stored.contains(event.id) { snapshot.deliveries[event.id] = .memory }
+            // Transitions only (what /events lists); and never a step back: the delivery
+            // service may already have delivered one.
+            for (id, delivery) in outcomes where transitions.contains(id) {
+                if snapshot.deliveries[id] == nil || snapshot.deliveries[id] == .memory { snapshot.deliveries[id] = delivery }
+            }
+            for event in queued where !stored.contains(event.id) && transitions.contains(event.id) {
+                snapshot.deliveries[event.id] = .memory
+            }
             if let summary {
                 snapshot.spool.pending = summary.pending
                 snapshot.spool.oldestAt = summary.oldestAt
@@ -168,11 +190,10 @@ final class EventRecorder: Sendable {
 
 /// Runs blocking work (disk I/O) on NIO's thread pool, never on the cooperative pool.
 func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-    do {
-        return try await NIOThreadPool.singleton.runIfActive(body)
-    } catch {
-        // The pool only refuses work while shutting down; doing it here is the lesser evil.
-        return body()
+    // Not `runIfActive`: it refuses work for a cancelled task, and an event being made durable
+    // at shutdown must still be written. The pool itself is never shut down.
+    await withCheckedContinuation { continuation in
+        NIOThreadPool.singleton.submit { _ in continuation.resume(returning: body()) }
     }
 }
 

@@ -24,7 +24,7 @@ final class ProbeService: Service {
 
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
-        remembered: HealthStateMachine.Memory?, notifier: SystemdNotifier, logger: Logger,
+        remembered: DaemonMemory?, notifier: SystemdNotifier, logger: Logger,
         transitionHistoryLimit: Int = 1_000
     ) {
         self.prober = prober
@@ -34,9 +34,11 @@ final class ProbeService: Service {
         self.notifier = notifier
         self.logger = logger
         self.transitionHistoryLimit = transitionHistoryLimit
-        self.flaps = MutexBox(FlapDetector(settings: .init(threshold: configuration.flapThreshold, window: configuration.flapWindow)))
+        self.flaps = MutexBox(FlapDetector(
+            settings: .init(threshold: configuration.flapThreshold, window: configuration.flapWindow), restoring: remembered?.flaps
+        ))
         self.machine = MutexBox(HealthStateMachine(
-            thresholds: .init(fall: configuration.fall, rise: configuration.rise), restoring: remembered
+            thresholds: .init(fall: configuration.fall, rise: configuration.rise), restoring: remembered?.health
         ))
     }
 
@@ -61,6 +63,7 @@ final class ProbeService: Service {
         } catch is CancellationError {
             // Graceful shutdown interrupted the sleep: the loop is done.
         }
+        await recorder.finish(memory: memory)
     }
 
     private func probeLoop(_ prober: PostgresProber) async throws {
@@ -88,29 +91,38 @@ final class ProbeService: Service {
     /// While the state flaps, per-flip rows give way to one flapping event (see `FlapDetector`).
     private func settle(probe: ProbeResult?, transition: Transition?) async {
         var recorded = false
-        if let transition {
-            switch flaps.withLock({ $0.transition(transition) }) {
+        var decision: FlapDetector.Decision?
+        if let transition { decision = flaps.withLock { $0.transition(transition) } }
+        let state = machine.withLock { $0.state }
+        let settled = flaps.withLock { $0.tick(at: Date(), state: state, newID: UUID()) }
+        // Saved with the events below, in the same spool transaction.
+        let memory = self.memory
+        if let transition, let decision {
+            switch decision {
             case .record(let transition):
-                await recorder.record(recorder.event(for: transition))
+                await recorder.record(recorder.event(for: transition), memory: memory)
                 recorded = true
             case .startFlapping(let report):
-                await recorder.record(recorder.flappingEvent(report))
+                await recorder.record(recorder.flappingEvent(report), memory: memory)
                 store.update { $0.deliveries[transition.id] = .suppressed }
                 recorded = true
             case .suppress:
                 store.update { $0.deliveries[transition.id] = .suppressed }
             }
         }
-        let state = machine.withLock { $0.state }
-        if let settled = flaps.withLock({ $0.tick(at: Date(), state: state, newID: UUID()) }) {
-            await recorder.record(recorder.event(for: settled))
+        if let settled {
+            await recorder.record(recorder.event(for: settled), memory: memory)
             store.update { $0.append(settled, limit: transitionHistoryLimit) }
             log(settled)
             recorded = true
         }
-        if !recorded { await recorder.retry() }
+        if !recorded { await recorder.retry(memory: memory) }
         publish(probe: probe, transition: transition)
-        await recorder.remember(machine.withLock { $0.memory })
+        await recorder.remember(memory)
+    }
+
+    private var memory: DaemonMemory {
+        DaemonMemory(health: machine.withLock { $0.memory }, flaps: flaps.withLock { $0.memory })
     }
 
     private func publish(probe: ProbeResult?, transition: Transition?) {

@@ -32,6 +32,8 @@ public final class EventTableWriter: Sendable {
         public var reason: FailureReason
         public var sqlstate: String?
         public var message: String
+        /// The attempt was abandoned (shutdown) before it reached a result.
+        public var isCancellation = false
         public var description: String {
             sqlstate.map { "\(message) (SQLSTATE \($0))" } ?? message
         }
@@ -50,13 +52,18 @@ public final class EventTableWriter: Sendable {
         self.environment = environment
     }
 
-    /// Inserts the rows in order, in batches; `nil` when all were committed. `cancellation`
-    /// abandons the attempt (at shutdown).
-    public func insert(_ rows: [EventRow], cancellation: ProbeCancellation = ProbeCancellation()) async -> Failure? {
+    /// Inserts the rows in order, in batches; `nil` when all were committed. Cancelling the
+    /// calling task abandons the attempt at once (shutdown).
+    public func insert(_ rows: [EventRow]) async -> Failure? {
         guard !rows.isEmpty else { return nil }
+        let cancellation = ProbeCancellation()
         // A thread of its own: an insert can wait seconds on a slow database, and must not hold
         // up spool writes or probes that share a pool.
-        let outcome = await onOwnThread { [self] in insertBlocking(rows, cancellation: cancellation) }
+        let outcome = await withTaskCancellationHandler {
+            await onOwnThread { [self] in insertBlocking(rows, cancellation: cancellation) }
+        } onCancel: {
+            cancellation.cancel()
+        }
         return outcome ?? Failure(reason: .other, sqlstate: nil, message: "could not start a thread for the insert")
     }
 
@@ -128,6 +135,18 @@ public final class EventTableWriter: Sendable {
             case .success(let rows): columns = rows.values
             }
         }
+        // ON CONFLICT (id) needs a unique index on id (the schema's primary key).
+        let uniqueID = """
+            SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+            WHERE i.indrelid = to_regclass('system_events') AND i.indisunique AND i.indnatts = 1 AND a.attname = 'id'
+            """
+        switch session.execute(uniqueID, until: deadline) {
+        case .failure(let stop): return failure(stop, doing: "looking up system_events")
+        case .success(let rows) where rows.values.isEmpty:
+            return Failure(reason: .serverError, sqlstate: nil,
+                           message: "system_events has no primary key or unique index on id; the table is left as it is")
+        case .success: break
+        }
         let types = Dictionary(columns.compactMap { row in row[0].map { ($0, row[1] ?? "") } }, uniquingKeysWith: { first, _ in first })
         for (name, type) in Self.requiredColumns {
             guard let actual = types[name] else {
@@ -147,7 +166,7 @@ public final class EventTableWriter: Sendable {
         case .deadline:
             return Failure(reason: .timeout, sqlstate: nil, message: "\(what): no answer within \(timeout.milliseconds) ms")
         case .cancelled:
-            return Failure(reason: .other, sqlstate: nil, message: "\(what): cancelled")
+            return Failure(reason: .other, sqlstate: nil, message: "\(what): cancelled", isCancellation: true)
         case .failed(let reason, let sqlstate, let message):
             return Failure(reason: reason, sqlstate: sqlstate, message: "\(what): \(message)")
         }

@@ -9,7 +9,7 @@ public enum SystemdJournal {
     /// Flapping and spool overflow events.
     public static let recordKeepingMessageID = "8e2d4b6a1c3f4e5d9a7b0c2e4f6a8b1d"
 
-    public enum Priority: Int {
+    public enum Priority: Int, Sendable {
         case critical = 2
         case warning = 4
         case info = 6

@@ -107,11 +107,20 @@ struct LogFollower {
         return true
     }
 
+    /// Whether the file still has a line end (or our partial line) just before `offset`.
+    private func endsLineBefore(_ offset: Int64) -> Bool {
+        guard offset > 0 else { return true }
+        var byte: UInt8 = 0
+        guard pread(descriptor, &byte, 1, off_t(offset - 1)) == 1 else { return false }
+        return partial.isEmpty ? byte == UInt8(ascii: "\n") : byte == partial.last
+    }
+
     private mutating func drain() -> [String] {
         var info = stat()
         fstat(descriptor, &info)
-        if Int64(info.st_size) < offset {
-            // Truncated in place (copytruncate): start over at the beginning.
+        if Int64(info.st_size) < offset || !endsLineBefore(offset) {
+            // Truncated in place (copytruncate), perhaps already grown back past where we were:
+            // the byte before our offset is no longer the end of a line we read. Start over.
             offset = 0
             partial.removeAll()
         }

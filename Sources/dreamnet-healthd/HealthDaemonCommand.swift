@@ -157,6 +157,8 @@ enum Main {
         // The configuration is read at start only; a stray SIGHUP (whose default action is to
         // terminate) must not stop monitoring.
         signal(SIGHUP, SIG_IGN)
+        // SIGUSR1 reopens the alert log once the services run; until then it must not kill.
+        signal(SIGUSR1, SIG_IGN)
 
         do {
             let daemon = try await Daemon.make(

@@ -66,3 +66,31 @@ import Testing
         }
     }
 }
+
+@Suite struct FlapDetectorMemoryTests {
+    @Test func aRestartWhileFlappingStillSettles() throws {
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var detector = FlapDetector(settings: .init(threshold: 2, window: .seconds(10)))
+        for index in 0..<7 {
+            let up = index % 2 == 0
+            _ = detector.transition(Transition(
+                id: UUID(), from: up ? .unhealthy : .healthy, to: up ? .healthy : .unhealthy,
+                observedAt: start.addingTimeInterval(Double(index)), reason: "r", consecutive: 1, message: "m"
+            ))
+        }
+        #expect(detector.isFlapping)
+        let saved = try JSONDecoder().decode(
+            DaemonMemory.self,
+            from: JSONEncoder().encode(DaemonMemory(
+                health: .init(state: .healthy, since: start, consecutiveFailures: 0, consecutiveSuccesses: 1),
+                flaps: detector.memory
+            ))
+        )
+        var restored = FlapDetector(settings: detector.settings, restoring: saved.flaps)
+        #expect(restored.isFlapping)
+        // The table last heard "unhealthy" (flip 1); the state settled healthy (flip 6).
+        let settled = restored.tick(at: start.addingTimeInterval(20), state: .healthy, newID: UUID())
+        #expect(settled?.from == .unhealthy)
+        #expect(settled?.to == .healthy)
+    }
+}
