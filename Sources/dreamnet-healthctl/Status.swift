@@ -54,6 +54,17 @@ struct Status: AsyncParsableCommand {
         }
         lines.append(("streak", "\(status.consecutiveSuccesses) ok, \(status.consecutiveFailures) failed in a row (rise \(status.rise), fall \(status.fall))"))
         lines.append(("transitions", "\(status.transitions)"))
+        if let spool = status.spool {
+            var text = "\(spool.pending) pending"
+            if let oldest = spool.oldestAt { text += " (oldest \(oldest))" }
+            if spool.dropped > 0 { text += ", \(spool.dropped) dropped" }
+            if spool.degraded { text += ", DEGRADED: \(spool.inMemory) in memory only (\(spool.degradedReason ?? "?"))" }
+            lines.append(("events", text))
+            if let error = spool.lastDeliveryError { lines.append(("delivery", error)) }
+        }
+        if let alertLog = status.alertLog {
+            lines.append(("alert log", alertLog.error.map { "\(alertLog.path): \($0)" } ?? alertLog.path))
+        }
         lines.append(("probing", "every \(status.intervalMs) ms, deadline \(status.timeoutMs) ms"))
         lines.append(("daemon", "pid \(status.pid), version \(status.version), up \(FixedPoint.format(status.uptimeS, places: 0)) s"))
         let width = lines.map(\.0.count).max() ?? 0
