@@ -146,3 +146,59 @@ import TestSupport
         #expect(try tableIDs(events).count == 3)
     }
 }
+
+/// The journal entries, captured by a stand-in journald socket in a private mount namespace.
+@Suite(.serialized) struct JournalTests {
+    @Test func everyTransitionReachesTheJournalWithItsFields() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let capture = try temporaryDirectory(prefix: "healthd-journal")
+        defer { try? FileManager.default.removeItem(at: capture) }
+        let datagrams = capture.appendingPathComponent("journal.bin").path
+        // Receives what sd_journal_sendv sends, appending each datagram and a separator.
+        let listener = """
+            import os, socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.bind("/run/systemd/journal/socket")
+            s.settimeout(0.5)
+            open(sys.argv[1] + ".ready", "w").close()
+            daemon = int(sys.argv[2])
+            with open(sys.argv[1], "ab", buffering=0) as out:
+                while True:
+                    try:
+                        out.write(s.recv(1 << 20) + b"\\n--END--\\n")
+                    except socket.timeout:
+                        try:
+                            os.kill(daemon, 0)  # exits with the daemon
+                        except ProcessLookupError:
+                            break
+            """
+        let script = capture.appendingPathComponent("journal.py").path
+        try listener.write(toFile: script, atomically: true, encoding: .utf8)
+        let daemon = try RunningDaemon(
+            ["--interval", "200ms", "--database-url", cluster.url],
+            launcher: ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                       "mkdir -p /run/systemd/journal && mount -t tmpfs tmpfs /run/systemd/journal && "
+                       + "(python3 \"$0\" \"$1\" $$ &) && while [ ! -e \"$1.ready\" ]; do sleep 0.05; done && shift && exec \"$@\"",
+                       script, datagrams]
+        )
+        let healthy = try #require(try await daemon.waitFor(.healthy))
+        #expect(healthy.state == "healthy")
+        let id = try #require(try await daemon.events().first?.id)
+        var text = ""
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !text.contains(id), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+            text = (try? String(contentsOfFile: datagrams, encoding: .utf8)) ?? ""
+        }
+        let entry = try #require(text.components(separatedBy: "\n--END--\n").first { $0.contains(id) })
+        #expect(entry.contains("MESSAGE_ID=5f1c0e7a9b2d4c3e8a6f0d1b2c3e4f5a"))
+        #expect(entry.contains("PRIORITY=6"))
+        #expect(entry.contains("DREAMNET_EVENT_ID=\(id)"))
+        #expect(entry.contains("DREAMNET_FROM=unknown"))
+        #expect(entry.contains("DREAMNET_TO=healthy"))
+        #expect(entry.contains("DREAMNET_REASON=ok"))
+        #expect(entry.contains("MESSAGE=database healthy"))
+        daemon.process.signal(SIGTERM)
+    }
+}
