@@ -129,4 +129,16 @@ enum FaultInjection {
         }
         #endif
     }
+
+    /// `DREAMNET_HEALTHD_FAULT=stall-probe-loop-after=N`: after N probes the probe loop blocks
+    /// for good, as a deadlock would; the watchdog pings stop with it.
+    static func stallProbeLoop(after probes: Int) {
+        #if DEBUG
+        guard let value = getenv("DREAMNET_HEALTHD_FAULT").map({ String(cString: $0) }),
+              value.hasPrefix("stall-probe-loop-after="),
+              let limit = Int(value.dropFirst("stall-probe-loop-after=".count)), probes >= limit
+        else { return }
+        while true { sleep(3_600) }
+        #endif
+    }
 }

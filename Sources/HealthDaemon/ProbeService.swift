@@ -47,8 +47,14 @@ final class ProbeService: Service {
             let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
             await settle(probe: nil, transition: transition)
             notifier.ready(status: statusLine())
-            // Nothing to probe: wait for shutdown.
-            try? await gracefulShutdown()
+            // Nothing to probe; the loop still keeps the watchdog fed until shutdown.
+            await cancelWhenGracefulShutdown { [self] in
+                while !Task.isCancelled, let period = notifier.watchdogPeriod {
+                    notifier.watchdog()
+                    try? await Task.sleep(for: period)
+                }
+                try? await gracefulShutdown()
+            }
             return
         }
 
@@ -69,21 +75,58 @@ final class ProbeService: Service {
     private func probeLoop(_ prober: PostgresProber) async throws {
         var nextStart = ContinuousClock.now
         var first = true
+        var probes = 0
+        var lastStatus = ""
         while !Task.isCancelled {
+            FaultInjection.stallProbeLoop(after: probes)
+            probes += 1
             // nil: shutdown cancelled the probe midway; it has no verdict to record.
-            guard let result = await prober.probe() else { return }
+            guard let result = await feedingWatchdog({ await prober.probe() }) else { return }
             let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
             await settle(probe: result, transition: transition)
+            let status = statusLine()
             if first {
                 first = false
-                notifier.ready(status: statusLine())
-            } else if transition != nil {
-                notifier.status(statusLine())
+                notifier.ready(status: status)
+            } else if status != lastStatus {
+                notifier.status(status)
             }
+            lastStatus = status
+            notifier.watchdog()
             nextStart += interval
             let now = ContinuousClock.now
             if nextStart < now { nextStart = now }
-            try await Task.sleep(until: nextStart, clock: .continuous)
+            // Sleep to the next probe, waking to feed the watchdog when the interval is longer.
+            while ContinuousClock.now < nextStart {
+                let wake = notifier.watchdogPeriod.map { min(nextStart, ContinuousClock.now + $0) } ?? nextStart
+                try await Task.sleep(until: wake, clock: .continuous)
+                notifier.watchdog()
+            }
+        }
+    }
+
+    /// Runs `work` (a probe, bounded by its deadline) while feeding the watchdog, so a long
+    /// deadline is not mistaken for a stall; a loop stuck anywhere else stops the pings.
+    private func feedingWatchdog<T: Sendable>(_ work: @escaping @Sendable () async -> T) async -> T {
+        guard let period = notifier.watchdogPeriod else { return await work() }
+        let notifier = notifier
+        return await withTaskGroup(of: T?.self) { group in
+            group.addTask { await work() }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: period)
+                    if !Task.isCancelled { notifier.watchdog() }
+                }
+                return nil
+            }
+            var result: T?
+            while let next = await group.next() {
+                if let next {
+                    result = next
+                    group.cancelAll()
+                }
+            }
+            return result!
         }
     }
 
@@ -167,15 +210,17 @@ final class ProbeService: Service {
         )
     }
 
-    /// What `systemctl status` shows: state, reason and last latency on one line.
+    /// What `systemctl status` shows: state, reason, last latency and spool depth, on one line.
     private func statusLine() -> String {
         let snapshot = store.read()
         var line = "database \(snapshot.state.rawValue)"
         if let probe = snapshot.lastProbe {
             line += probe.ok
-                ? ", last probe ok in \(FixedPoint.format(probe.latency.fractionalMilliseconds, places: 1)) ms"
-                : ", last probe \(probe.reasonText) during \(probe.failure?.phase.rawValue ?? "?")"
+                ? "; last probe ok in \(FixedPoint.format(probe.latency.fractionalMilliseconds, places: 1)) ms"
+                : "; last probe \(probe.reasonText) during \(probe.failure?.phase.rawValue ?? "?")"
         }
+        line += "; \(snapshot.spool.pending) events spooled"
+        if snapshot.spool.degradedReason != nil { line += "; spool DEGRADED (\(snapshot.spool.inMemory) in memory)" }
         return line
     }
 }

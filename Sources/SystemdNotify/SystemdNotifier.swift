@@ -4,7 +4,24 @@ import CSystemd
 /// unset) every call is a no-op; a failure to notify is not a reason to stop monitoring, so
 /// results are ignored.
 public struct SystemdNotifier: Sendable {
-    public init() {}
+    /// How often to send WATCHDOG=1, when systemd asked for it (`WatchdogSec=`; honours
+    /// `WATCHDOG_PID`): a third of `WATCHDOG_USEC`, well inside the half systemd recommends.
+    public let watchdogPeriod: Duration?
+
+    public init() {
+        var microseconds: UInt64 = 0
+        if sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 {
+            watchdogPeriod = .microseconds(Int64(microseconds / 3))
+        } else {
+            watchdogPeriod = nil
+        }
+    }
+
+    /// "Still alive": only the probe loop sends it, so a stalled loop gets the service restarted.
+    public func watchdog() {
+        guard watchdogPeriod != nil else { return }
+        send("WATCHDOG=1")
+    }
 
     public func ready(status: String) {
         send("READY=1\nSTATUS=\(Self.oneLine(status))")

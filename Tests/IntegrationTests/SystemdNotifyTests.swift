@@ -1,0 +1,121 @@
+import Foundation
+import HealthCore
+import Synchronization
+import Testing
+import TestSupport
+
+/// The sd_notify protocol as systemd would see it: a datagram socket of the test's own.
+@Suite(.serialized) struct SystemdNotifyTests {
+    @Test(arguments: [false, true])
+    func readyStatusWatchdogAndStopping(abstract: Bool) async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let listener = try NotifyListener(abstract: abstract)
+        defer { listener.close() }
+        let daemon = try RunningDaemon(
+            ["--interval", "2s", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--database-url", cluster.url],
+            environment: ["NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "600000"]
+        )
+        #expect(waitUntil(timeout: .seconds(10)) { listener.messages.contains { $0.text.contains("READY=1") } })
+        let ready = try #require(listener.messages.first { $0.text.contains("READY=1") })
+        #expect(ready.text.contains("STATUS=database healthy"))
+        // READY comes after the first probe: the status socket already has a verdict.
+        #expect(try await daemon.status().lastProbe != nil)
+
+        // A 2 s interval and a 0.6 s watchdog: the loop wakes between probes to ping.
+        try await Task.sleep(for: .seconds(2.5))
+        let pings = listener.messages.filter { $0.text == "WATCHDOG=1" }.map(\.at)
+        #expect(pings.count >= 8, "\(pings.count) pings in 2.5 s")
+        let gaps = zip(pings.dropFirst(), pings).map { $0 - $1 }
+        #expect(gaps.allSatisfy { $0 <= .milliseconds(300) }, "\(gaps)")
+
+        // A down database changes STATUS and does not stop the pings.
+        try cluster.stop()
+        _ = try #require(try await daemon.waitFor(.unhealthy))
+        #expect(waitUntil(timeout: .seconds(3)) { listener.messages.contains { $0.text.contains("STATUS=database unhealthy") } })
+        let before = listener.messages.filter { $0.text == "WATCHDOG=1" }.count
+        try await Task.sleep(for: .seconds(1))
+        #expect(listener.messages.filter { $0.text == "WATCHDOG=1" }.count >= before + 3)
+
+        #expect(daemon.process.terminate(timeout: .seconds(5)) == 0)
+        #expect(listener.messages.contains { $0.text.contains("STOPPING=1") })
+    }
+
+    @Test func aStalledProbeLoopStopsThePings() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let listener = try NotifyListener(abstract: false)
+        defer { listener.close() }
+        let daemon = try RunningDaemon(
+            ["--interval", "200ms", "--database-url", cluster.url],
+            environment: [
+                "NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "600000",
+                "DREAMNET_HEALTHD_FAULT": "stall-probe-loop-after=5",
+            ]
+        )
+        #expect(waitUntil(timeout: .seconds(10)) { listener.messages.contains { $0.text.contains("READY=1") } })
+        try await Task.sleep(for: .seconds(2))
+        let count = listener.messages.filter { $0.text == "WATCHDOG=1" }.count
+        try await Task.sleep(for: .seconds(1.5))
+        #expect(listener.messages.filter { $0.text == "WATCHDOG=1" }.count == count, "pings went on after the stall")
+        #expect(daemon.process.isRunning)
+    }
+}
+
+/// Receives sd_notify datagrams, each with the time it arrived.
+final class NotifyListener: Sendable {
+    struct Message: Sendable {
+        var text: String
+        var at: ContinuousClock.Instant
+    }
+
+    let address: String
+    private let descriptor: Int32
+    private final class Inbox: Sendable {
+        let list = Mutex<[Message]>([])
+    }
+
+    private let inbox = Inbox()
+    private let directory: URL
+
+    init(abstract: Bool) throws {
+        directory = try temporaryDirectory(prefix: "healthd-notify")
+        let path = abstract ? "@dreamnet-test-\(UUID().uuidString.prefix(8))" : directory.appendingPathComponent("notify.sock").path
+        address = path
+        descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(path.utf8)
+        if abstract { bytes[0] = 0 }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (abstract ? 0 : 1))
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
+        }
+        guard bound == 0 else { throw TestSupportError("bind \(path): \(String(cString: strerror(errno)))") }
+        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let socketDescriptor = descriptor
+        let inbox = inbox
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 4_096)
+            while true {
+                let count = recv(socketDescriptor, &buffer, buffer.count, 0)
+                if count > 0 {
+                    let message = Message(text: String(decoding: buffer[..<count], as: UTF8.self), at: .now)
+                    inbox.list.withLock { $0.append(message) }
+                } else if count < 0 && errno != EAGAIN && errno != EINTR {
+                    return
+                }
+            }
+        }
+    }
+
+    var messages: [Message] { inbox.list.withLock { $0 } }
+
+    func close() {
+        shutdown(descriptor, Int32(SHUT_RDWR))
+        Glibc.close(descriptor)
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
