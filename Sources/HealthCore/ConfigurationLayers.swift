@@ -4,15 +4,22 @@ public struct ConfigurationLayers: Sendable {
     public var file: [ConfigKey: SourcedValue]
     public var flags: [ConfigKey: SourcedValue]
     public var environment: [String: String]
+    /// systemd credentials by name (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`:
+    /// `database-url`, `events-database-url`, `database-password`.
+    public var credentials: [String: String]
 
     public init(
         file: [ConfigKey: SourcedValue] = [:], flags: [ConfigKey: SourcedValue] = [:],
-        environment: [String: String] = [:]
+        environment: [String: String] = [:], credentials: [String: String] = [:]
     ) {
         self.file = file
         self.flags = flags
         self.environment = environment
+        self.credentials = credentials
     }
+
+    /// Credential files the daemon reads, if present.
+    public static let credentialNames = ["database-url", "events-database-url", "database-password"]
 
     /// Records a flag's value, if it was given.
     public mutating func setFlag(_ key: ConfigKey, _ value: String?) {
@@ -24,10 +31,16 @@ public struct ConfigurationLayers: Sendable {
         var config = DaemonConfiguration.defaults
 
         // An empty value counts as unset, so `database_url = ''` does not hide DATABASE_URL.
+        // After flags and the file: a systemd credential, then DATABASE_URL.
         if let url = value(.databaseURL), !url.text.isEmpty {
             config.databaseURL = url.text
+        } else if let url = credentials["database-url"], !url.isEmpty {
+            config.databaseURL = url
         } else if let url = environment["DATABASE_URL"], !url.isEmpty {
             config.databaseURL = url
+        }
+        if let password = credentials["database-password"], !password.isEmpty {
+            config.databasePassword = password
         }
         if let value = value(.interval) {
             // Each probe is a new backend: more than 10 a second would load the server it watches.
@@ -59,7 +72,11 @@ public struct ConfigurationLayers: Sendable {
             // systemd's StateDirectory= (the first, if several).
             config.stateDirectory = String(fromSystemd.split(separator: ":").first ?? Substring(fromSystemd))
         }
-        if let url = nonEmptyValue(.eventsDatabaseURL) { config.eventsDatabaseURL = url.text }
+        if let url = nonEmptyValue(.eventsDatabaseURL) {
+            config.eventsDatabaseURL = url.text
+        } else if let url = credentials["events-database-url"], !url.isEmpty {
+            config.eventsDatabaseURL = url
+        }
         if let value = value(.spoolLimit) {
             guard let limit = Int(value.text.trimmed()), (1...10_000_000).contains(limit) else {
                 throw invalid(.spoolLimit, value, "must be a whole number from 1 to 10000000, got '\(value.text)'")
@@ -89,7 +106,11 @@ public struct ConfigurationLayers: Sendable {
 
     /// Where the value of `key` came from, for error messages.
     public func source(of key: ConfigKey) -> String? {
-        if let value = key == .databaseURL ? nonEmptyValue(key) : value(key) { return value.source.description }
+        if let value = key == .databaseURL || key == .eventsDatabaseURL ? nonEmptyValue(key) : value(key) {
+            return value.source.description
+        }
+        let credential = key == .databaseURL ? "database-url" : key == .eventsDatabaseURL ? "events-database-url" : nil
+        if let credential, credentials[credential]?.isEmpty == false { return "credential \(credential)" }
         if key == .databaseURL, environment["DATABASE_URL"]?.isEmpty == false { return ConfigSource.environment("DATABASE_URL").description }
         return nil
     }

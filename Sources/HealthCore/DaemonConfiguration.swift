@@ -10,6 +10,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var socketPath: String
     public var requireDatabase: Bool
     public var logLevel: LogLevel = .info
+    /// From the `database-password` credential: used for the probed database unless its
+    /// connection string has a password. Never printed.
+    public var databasePassword: String?
     /// Where the spool and the remembered state live.
     public var stateDirectory: String = DaemonConfiguration.defaultStateDirectory
     /// Where `system_events` rows go; `nil` means the probed database. Carries secrets.

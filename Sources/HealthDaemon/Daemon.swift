@@ -22,7 +22,9 @@ public struct Daemon: Sendable {
     public static func make(
         configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String? = nil, logger: Logger
     ) async throws(DaemonStartError) -> Daemon {
-        let target = try parseTarget(configuration.databaseURL, key: .databaseURL, source: databaseURLSource)
+        let target = try parseTarget(
+            configuration.databaseURL, key: .databaseURL, source: databaseURLSource, password: configuration.databasePassword
+        )
         var eventsTarget = target
         if let eventsURL = configuration.eventsDatabaseURL {
             eventsTarget = try parseTarget(eventsURL, key: .eventsDatabaseURL, source: eventsURLSource)
@@ -112,10 +114,12 @@ public struct Daemon: Sendable {
     }
 }
 
-private func parseTarget(_ url: String?, key: ConfigKey, source: String?) throws(DaemonStartError) -> ConnectionTarget? {
+private func parseTarget(
+    _ url: String?, key: ConfigKey, source: String?, password: String? = nil
+) throws(DaemonStartError) -> ConnectionTarget? {
     guard let url else { return nil }
     do {
-        return try ConnectionTarget.parse(url)
+        return try ConnectionTarget.parse(url, password: password)
     } catch {
         throw .configuration(ConfigurationError(code: .invalidValue, key: key.rawValue, source: source, message: error.description))
     }

@@ -14,8 +14,11 @@ public struct ConnectionTarget: Sendable {
     /// Knows this target's secrets; run every message through it.
     public let scrubber: SecretScrubber
 
-    public static func parse(_ connectionString: String) throws(ConnectionStringError) -> ConnectionTarget {
+    /// `password`, if given, is used unless the string has one of its own (a systemd credential
+    /// kept apart from the URL).
+    public static func parse(_ connectionString: String, password: String? = nil) throws(ConnectionStringError) -> ConnectionTarget {
         var scrubber = SecretScrubber(connectionString: connectionString)
+        if let password { scrubber.add([password]) }
         var errorMessage: UnsafeMutablePointer<CChar>?
         guard let parsed = PQconninfoParse(connectionString, &errorMessage) else {
             var message = "could not parse the connection string"
@@ -35,6 +38,9 @@ public struct ConnectionTarget: Sendable {
                 options.append((String(cString: keyword), String(cString: value)))
             }
             option += 1
+        }
+        if let password, !options.contains(where: { $0.keyword == "password" }) {
+            options.append(("password", password))
         }
         scrubber.add(options.filter { $0.keyword == "password" }.map(\.value))
 

@@ -66,6 +66,24 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     /// Layers defaults, the config file, DATABASE_URL and the flags.
     func layers(environment: [String: String]) throws(ConfigurationError) -> ConfigurationLayers {
         var layers = ConfigurationLayers(environment: environment)
+        // systemd writes credentials 0440 with an ACL; libpq would refuse such a file as a
+        // passfile, so the daemon reads them itself.
+        if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
+            for name in ConfigurationLayers.credentialNames {
+                let path = directory + "/" + name
+                guard access(path, F_OK) == 0 else { continue }
+                switch Self.readTextFile(path) {
+                case .success(let text):
+                    // Credential files often end in a newline the secret does not contain.
+                    layers.credentials[name] = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
+                case .failure(let reason):
+                    throw ConfigurationError(
+                        code: .unreadableFile, key: nil, source: "credential \(name)",
+                        message: "cannot read \(path): \(reason.reason)"
+                    )
+                }
+            }
+        }
         if let config {
             let text: String
             switch Self.readTextFile(config) {
@@ -187,5 +205,14 @@ enum Main {
         let line = Array("dreamnet-healthd: \(message)\n".utf8)
         _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
         exit(code)
+    }
+}
+
+extension StringProtocol {
+    /// Without the trailing characters that match.
+    func trimmingSuffix(while matches: (Character) -> Bool) -> SubSequence {
+        var end = endIndex
+        while end > startIndex, matches(self[index(before: end)]) { end = index(before: end) }
+        return self[..<end]
     }
 }

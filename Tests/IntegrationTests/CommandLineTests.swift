@@ -75,6 +75,37 @@ import TestSupport
         #expect(first.process.isRunning)
     }
 
+    @Test func systemdCredentialsCarryTheURLAndPassword() async throws {
+        let cluster = try clusterWithPasswordRole("credrole", password: "Sentinel-cred-PW")
+        defer { cluster.destroy() }
+        let credentials = try temporaryDirectory(prefix: "healthd-credentials")
+        defer { try? FileManager.default.removeItem(at: credentials) }
+        // As systemd writes them: read-only, a trailing newline.
+        let url = credentials.appendingPathComponent("database-url")
+        try "postgresql://credrole@127.0.0.1:\(cluster.port)/postgres\n".write(to: url, atomically: true, encoding: .utf8)
+        let password = credentials.appendingPathComponent("database-password")
+        try "Sentinel-cred-PW\n".write(to: password, atomically: true, encoding: .utf8)
+        chmod(url.path, 0o440)
+        chmod(password.path, 0o440)
+
+        let daemon = try RunningDaemon(["--interval", "200ms"], environment: ["CREDENTIALS_DIRECTORY": credentials.path])
+        let healthy = try #require(try await daemon.waitFor(.healthy))
+        #expect(healthy.target == "postgresql://credrole@127.0.0.1:\(cluster.port)/postgres")
+        let everything = daemon.process.output() + String(decoding: try await daemon.get("/status").body, as: UTF8.self)
+        #expect(!everything.contains("Sentinel"))
+
+        // An unreadable credential is a configuration error naming it.
+        let broken = try temporaryDirectory(prefix: "healthd-credentials")
+        defer { try? FileManager.default.removeItem(at: broken) }
+        try FileManager.default.createDirectory(at: broken.appendingPathComponent("database-url"), withIntermediateDirectories: true)
+        let refused = try Binaries.healthd(
+            ["--socket", broken.appendingPathComponent("s.sock").path, "--state-dir", broken.appendingPathComponent("state").path],
+            environment: ["CREDENTIALS_DIRECTORY": broken.path]
+        )
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("credential database-url"))
+    }
+
     @Test func libpqEnvironmentFormsWork() throws {
         let cluster = try clusterWithPasswordRole("svcuser", password: "from-passfile")
         defer { cluster.destroy() }
