@@ -51,13 +51,23 @@ public struct Daemon: Sendable {
             configuration: configuration, target: target?.display, version: DaemonVersion.current,
             pid: getpid(), startedAt: Date(), startedInstant: .now
         ))
+        let respond: @Sendable (String, String) -> StatusAPI.Reply = { method, uri in
+            StatusAPI.respond(method: method, uri: uri, snapshot: store.read(), clocks: StatusAPI.Clocks(wall: Date(), monotonic: .now))
+        }
         let server: StatusServer
         do {
-            server = try await StatusServer.bind(path: configuration.socketPath) { method, uri in
-                StatusAPI.respond(method: method, uri: uri, snapshot: store.read(), clocks: StatusAPI.Clocks(wall: Date(), monotonic: .now))
+            if let passed = try SocketActivation.passedListener(environment: ProcessInfo.processInfo.environment) {
+                server = try await StatusServer.adopt(descriptor: passed, path: configuration.socketPath, respond: respond)
+                logger.info("serving on the socket passed by systemd", metadata: ["descriptor": "\(passed)"])
+            } else {
+                server = try await StatusServer.bind(path: configuration.socketPath, respond: respond)
             }
-        } catch {
+        } catch let error as SocketActivation.Failure {
+            throw .activation(error)
+        } catch let error as StatusServerError {
             throw .socket(error)
+        } catch {
+            throw .socket(StatusServerError(code: .bindFailed, path: configuration.socketPath, detail: "\(error)"))
         }
 
         let notifier = SystemdNotifier()
@@ -136,12 +146,14 @@ public enum DaemonStartError: Error, Sendable, CustomStringConvertible {
     case configuration(ConfigurationError)
     case socket(StatusServerError)
     case spool(SpoolError)
+    case activation(SocketActivation.Failure)
 
     public var description: String {
         switch self {
         case .configuration(let error): return "configuration error: \(error)"
         case .socket(let error): return error.description
         case .spool(let error): return error.description
+        case .activation(let error): return "socket activation: \(error)"
         }
     }
 }

@@ -14,9 +14,10 @@ public final class StatusServer: Sendable {
 
     public let path: String
     private let channel: Channel
-    private let identity: FileIdentity
+    /// The socket file this process created; `nil` when systemd passed the socket.
+    private let identity: FileIdentity?
 
-    private init(path: String, channel: Channel, identity: FileIdentity) {
+    private init(path: String, channel: Channel, identity: FileIdentity?) {
         self.path = path
         self.channel = channel
         self.identity = identity
@@ -34,24 +35,7 @@ public final class StatusServer: Sendable {
         respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
     ) async throws(StatusServerError) -> StatusServer {
         try removeStaleSocket(at: path)
-        let limiter = ConnectionLimiter(maximum: maximumConnections)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1_024)
-            .childChannelInitializer { channel in
-                guard limiter.acquire() else { return channel.close() }
-                channel.closeFuture.whenComplete { _ in limiter.release() }
-                return channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    // Stop reading while replies are not being read, so a client that pipelines
-                    // requests and never reads cannot make the daemon buffer without bound.
-                    try sync.addHandler(BackPressureHandler())
-                    try sync.configureHTTPServerPipeline(withErrorHandling: true)
-                    try sync.addHandler(IdleStateHandler(allTimeout: idleTimeout))
-                    try sync.addHandler(StatusHTTPHandler(respond: respond))
-                }
-            }
-            .childChannelOption(.allowRemoteHalfClosure, value: false)
-
+        let bootstrap = makeBootstrap(group: group, respond: respond)
         // Bind and listen under a temporary name, set the mode, then link it into place: the
         // socket appears only once it accepts connections, never with a looser mode, and never
         // over a socket another instance placed meanwhile (link(2) does not replace).
@@ -82,12 +66,50 @@ public final class StatusServer: Sendable {
         return StatusServer(path: path, channel: channel, identity: FileIdentity(info))
     }
 
+    /// Serves on a listening socket handed over by systemd. The socket file is systemd's: its
+    /// mode is the unit's `SocketMode=`, and it is not removed at shutdown.
+    public static func adopt(
+        descriptor: Int32, path: String,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
+    ) async throws(StatusServerError) -> StatusServer {
+        do {
+            let channel = try await makeBootstrap(group: group, respond: respond).withBoundSocket(descriptor: descriptor).get()
+            return StatusServer(path: path, channel: channel, identity: nil)
+        } catch {
+            throw StatusServerError(code: .bindFailed, path: path, detail: "adopting descriptor \(descriptor): \(error)")
+        }
+    }
+
+    private static func makeBootstrap(
+        group: any EventLoopGroup, respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
+    ) -> ServerBootstrap {
+        let limiter = ConnectionLimiter(maximum: maximumConnections)
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1_024)
+            .childChannelInitializer { channel in
+                guard limiter.acquire() else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in limiter.release() }
+                return channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    // Stop reading while replies are not being read, so a client that pipelines
+                    // requests and never reads cannot make the daemon buffer without bound.
+                    try sync.addHandler(BackPressureHandler())
+                    try sync.configureHTTPServerPipeline(withErrorHandling: true)
+                    try sync.addHandler(IdleStateHandler(allTimeout: idleTimeout))
+                    try sync.addHandler(StatusHTTPHandler(respond: respond))
+                }
+            }
+
+            .childChannelOption(.allowRemoteHalfClosure, value: false)
+    }
+
     /// Stops accepting, closes the listener and removes the socket file, unless it is no longer
     /// ours (an operator or another instance replaced it).
     public func close() async {
         try? await channel.close()
         var info = stat()
-        if stat(path, &info) == 0, FileIdentity(info) == identity {
+        if let identity, stat(path, &info) == 0, FileIdentity(info) == identity {
             unlink(path)
         }
     }
@@ -178,6 +200,12 @@ public struct StatusServerError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     public var path: String
     public var detail: String
+
+    public init(code: Code, path: String, detail: String) {
+        self.code = code
+        self.path = path
+        self.detail = detail
+    }
 
     public var description: String { "status socket \(path): \(detail)" }
 }

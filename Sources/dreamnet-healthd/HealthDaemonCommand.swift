@@ -185,7 +185,10 @@ enum Main {
             )
             try await daemon.run()
         } catch let error as DaemonStartError {
-            if case .configuration = error { fail(error.description, code: 2) }
+            switch error {
+            case .configuration, .activation: fail(error.description, code: 2)
+            default: break
+            }
             fail(error.description, code: 1)
         } catch {
             fail("\(error)", code: 1)

@@ -2,6 +2,7 @@ import Foundation
 import HealthCore
 import Synchronization
 import Testing
+import StatusHTTP
 import TestSupport
 
 /// The sd_notify protocol as systemd would see it: a datagram socket of the test's own.
@@ -117,5 +118,46 @@ final class NotifyListener: Sendable {
         shutdown(descriptor, Int32(SHUT_RDWR))
         Glibc.close(descriptor)
         try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// Socket activation: the daemon serves on the socket systemd passes, and refuses ones that
+/// are not meant for it.
+@Suite(.serialized) struct SocketActivationTests {
+    @Test func servesOnThePassedSocket() async throws {
+        let directory = try temporaryDirectory(prefix: "healthd-activate")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("passed.sock").path
+        let state = directory.appendingPathComponent("state").path
+        let activator = try BackgroundProcess(
+            URL(fileURLWithPath: "/usr/bin/systemd-socket-activate"),
+            ["-l", path, Binaries.daemon.path, "--socket", path, "--state-dir", state,
+             "--alert-log", directory.appendingPathComponent("alerts.log").path],
+            removing: ["DATABASE_URL"]
+        )
+        defer { activator.terminate(timeout: .seconds(5)) }
+        #expect(waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: path) })
+        // The first connection starts the daemon, which answers it on the passed socket.
+        let response = try await StatusClient.get("/health", socketPath: path, timeout: .seconds(10))
+        #expect(response.status == 200)
+        let health = try JSONDecoder().decode(HealthDocument.self, from: Data(response.body))
+        #expect(health.service == "dreamnet-healthd")
+        #expect(waitUntil(timeout: .seconds(5)) { activator.output().contains("serving on the socket passed by systemd") })
+    }
+
+    @Test func descriptorsNotMeantForItAreRefused() throws {
+        let directory = try temporaryDirectory(prefix: "healthd-activate")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let common = "--socket \(directory.path)/s.sock --state-dir \(directory.path)/state --alert-log \(directory.path)/a.log"
+        let cases: [(String, String)] = [
+            ("LISTEN_PID=1 LISTEN_FDS=1 exec \"$0\" \(common)", "not ours"),
+            ("exec 3</dev/null 4</dev/null; LISTEN_PID=$$ LISTEN_FDS=2 exec \"$0\" \(common)", "expected exactly one socket"),
+            ("exec 3</dev/null; LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \(common)", "not a listening Unix stream socket"),
+        ]
+        for (script, message) in cases {
+            let output = try runProcess(URL(fileURLWithPath: "/bin/sh"), ["-c", script, Binaries.daemon.path])
+            #expect(output.status == 2, "\(script): \(output.stderr)")
+            #expect(output.stderr.contains(message), "\(script): \(output.stderr)")
+        }
     }
 }
