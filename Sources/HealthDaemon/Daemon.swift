@@ -20,7 +20,8 @@ public struct Daemon: Sendable {
     /// Validates what only an adapter can (the connection string), binds the status socket and
     /// assembles the services. Throws `DaemonStartError` with a message fit for an operator.
     public static func make(
-        configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String? = nil, logger: Logger
+        configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String? = nil, logger: Logger,
+        reload: (@Sendable () -> Result<LoadedConfiguration, ConfigurationError>)? = nil
     ) async throws(DaemonStartError) -> Daemon {
         let target = try parseTarget(
             configuration.databaseURL, key: .databaseURL, source: databaseURLSource, password: configuration.databasePassword
@@ -96,13 +97,19 @@ public struct Daemon: Sendable {
             configuration: configuration, store: store, recorder: recorder, remembered: remembered,
             notifier: notifier, logger: logger
         )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: StatusServerService(server: server)),
+            .init(service: delivery),
+            .init(service: AlertLogReopenService(alertLog: alertLog, logger: logger)),
+            .init(service: probe),
+        ]
+        if let reload {
+            services.append(.init(service: ReloadService(
+                load: reload, initial: configuration, probe: probe, delivery: delivery, notifier: notifier, logger: logger
+            )))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: StatusServerService(server: server)),
-                .init(service: delivery),
-                .init(service: AlertLogReopenService(alertLog: alertLog, logger: logger)),
-                .init(service: probe),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
@@ -124,7 +131,7 @@ public struct Daemon: Sendable {
     }
 }
 
-private func parseTarget(
+func parseTarget(
     _ url: String?, key: ConfigKey, source: String?, password: String? = nil
 ) throws(DaemonStartError) -> ConnectionTarget? {
     guard let url else { return nil }

@@ -14,29 +14,36 @@ final class EventDeliveryService: Service {
     static let batchSize = 1_000
 
     private let spool: EventSpool
-    private let writer: EventTableWriter?
+    /// Replaced by a reload that changes the events database.
+    private let writerBox: MutexBox<EventTableWriter?>
     private let store: StatusStore
     private let logger: Logger
     private let wakeup: WakeupSignal
 
     init(spool: EventSpool, writer: EventTableWriter?, store: StatusStore, logger: Logger, wakeup: WakeupSignal) {
         self.spool = spool
-        self.writer = writer
+        self.writerBox = MutexBox(writer)
         self.store = store
         self.logger = logger
         self.wakeup = wakeup
     }
 
+    /// After a reload: the next delivery uses the new events database.
+    func setWriter(_ writer: EventTableWriter?) {
+        writerBox.withLock { $0 = writer }
+        wakeup.signal()
+    }
+
     func run() async throws {
-        guard let writer else {
-            logger.warning("no events database configured: events stay in the spool")
-            try? await gracefulShutdown()
-            return
-        }
         await cancelWhenGracefulShutdown { [self] in
             var backoff: Duration = .seconds(1)
             var lastError: String?
             while !Task.isCancelled {
+                guard let writer = writerBox.withLock({ $0 }) else {
+                    logger.warning("no events database configured: events stay in the spool")
+                    await wakeup.wait()
+                    continue
+                }
                 switch await drain(writer) {
                 case .success:
                     if lastError != nil { logger.notice("events delivered to system_events again") }

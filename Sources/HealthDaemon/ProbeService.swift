@@ -12,8 +12,13 @@ import SystemdNotify
 /// hold: a fault is seen by the `fall`-th probe after it, at most `fall × interval + timeout`
 /// later. A probe that overruns the interval delays the next one; none run concurrently.
 final class ProbeService: Service {
-    private let prober: PostgresProber?
-    private let interval: Duration
+    /// What a reload may change.
+    struct Settings: Sendable {
+        var prober: PostgresProber?
+        var interval: Duration
+    }
+
+    private let settings: MutexBox<Settings>
     private let store: StatusStore
     private let notifier: SystemdNotifier
     private let logger: Logger
@@ -21,14 +26,15 @@ final class ProbeService: Service {
     private let machine: MutexBox<HealthStateMachine>
     private let recorder: EventRecorder
     private let flaps: MutexBox<FlapDetector>
+    /// Wakes the loop when the settings change, so new settings apply at once.
+    private let reloaded = WakeupSignal()
 
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
         remembered: DaemonMemory?, notifier: SystemdNotifier, logger: Logger,
         transitionHistoryLimit: Int = 1_000
     ) {
-        self.prober = prober
-        self.interval = configuration.interval
+        self.settings = MutexBox(Settings(prober: prober, interval: configuration.interval))
         self.store = store
         self.recorder = recorder
         self.notifier = notifier
@@ -42,27 +48,31 @@ final class ProbeService: Service {
         ))
     }
 
-    func run() async throws {
-        guard let prober else {
-            let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
-            await settle(probe: nil, transition: transition)
-            notifier.ready(status: statusLine())
-            // Nothing to probe; the loop still keeps the watchdog fed until shutdown.
-            await cancelWhenGracefulShutdown { [self] in
-                while !Task.isCancelled, let period = notifier.watchdogPeriod {
-                    notifier.watchdog()
-                    try? await Task.sleep(for: period)
-                }
-                try? await gracefulShutdown()
-            }
-            return
+    /// Applies a reloaded configuration: the next probe uses it, at once.
+    func apply(_ configuration: DaemonConfiguration, prober: PostgresProber?) {
+        settings.withLock { $0 = Settings(prober: prober, interval: configuration.interval) }
+        machine.withLock { $0.thresholds = .init(fall: configuration.fall, rise: configuration.rise) }
+        flaps.withLock { detector in
+            let wanted = FlapDetector.Settings(threshold: configuration.flapThreshold, window: configuration.flapWindow)
+            if detector.settings != wanted { detector = FlapDetector(settings: wanted, restoring: detector.memory) }
         }
+        store.update { snapshot in
+            snapshot.interval = configuration.interval
+            snapshot.timeout = configuration.timeout
+            snapshot.fall = configuration.fall
+            snapshot.rise = configuration.rise
+            snapshot.requireDatabase = configuration.requireDatabase
+            snapshot.target = prober?.target.display
+        }
+        reloaded.signal()
+    }
 
+    func run() async throws {
         do {
             // STOPPING=1 as soon as shutdown begins, not once it is over; the running probe is
             // cancelled at once rather than left to run out its deadline.
             try await withGracefulShutdownHandler {
-                try await cancelWhenGracefulShutdown { [self] in try await probeLoop(prober) }
+                try await cancelWhenGracefulShutdown { [self] in try await probeLoop() }
             } onGracefulShutdown: { [notifier] in
                 notifier.stopping()
             }
@@ -72,18 +82,25 @@ final class ProbeService: Service {
         await recorder.finish(memory: memory)
     }
 
-    private func probeLoop(_ prober: PostgresProber) async throws {
+    private func probeLoop() async throws {
         var nextStart = ContinuousClock.now
         var first = true
         var probes = 0
         var lastStatus = ""
         while !Task.isCancelled {
-            FaultInjection.stallProbeLoop(after: probes)
-            probes += 1
-            // nil: shutdown cancelled the probe midway; it has no verdict to record.
-            guard let result = await feedingWatchdog({ await prober.probe() }) else { return }
-            let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
-            await settle(probe: result, transition: transition)
+            let current = settings.withLock { $0 }
+            if let prober = current.prober {
+                FaultInjection.stallProbeLoop(after: probes)
+                probes += 1
+                // nil: shutdown cancelled the probe midway; it has no verdict to record.
+                guard let result = await feedingWatchdog({ await prober.probe() }) else { return }
+                let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
+                await settle(probe: result, transition: transition)
+            } else {
+                // Nothing to probe: a state of its own, recorded once.
+                let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
+                await settle(probe: nil, transition: transition)
+            }
             let status = statusLine()
             if first {
                 first = false
@@ -93,13 +110,17 @@ final class ProbeService: Service {
             }
             lastStatus = status
             notifier.watchdog()
-            nextStart += interval
+            nextStart += current.interval
             let now = ContinuousClock.now
             if nextStart < now { nextStart = now }
-            // Sleep to the next probe, waking to feed the watchdog when the interval is longer.
+            // Sleep to the next probe, waking to feed the watchdog when the interval is longer,
+            // and at once when a reload changed the settings.
             while ContinuousClock.now < nextStart {
                 let wake = notifier.watchdogPeriod.map { min(nextStart, ContinuousClock.now + $0) } ?? nextStart
-                try await Task.sleep(until: wake, clock: .continuous)
+                if await reloaded.wait(timeout: wake - ContinuousClock.now) {
+                    nextStart = ContinuousClock.now
+                }
+                try Task.checkCancellation()
                 notifier.watchdog()
             }
         }

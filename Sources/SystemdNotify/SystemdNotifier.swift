@@ -1,4 +1,5 @@
 import CSystemd
+import Glibc
 
 /// Tells systemd what the daemon is doing (`sd_notify`). Outside systemd (`NOTIFY_SOCKET`
 /// unset) every call is a no-op; a failure to notify is not a reason to stop monitoring, so
@@ -29,6 +30,14 @@ public struct SystemdNotifier: Sendable {
 
     public func status(_ text: String) {
         send("STATUS=\(Self.oneLine(text))")
+    }
+
+    /// RELOADING=1 with the monotonic time systemd uses to match it to the reload it asked for.
+    public func reloading() {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let microseconds = Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1_000
+        send("RELOADING=1\nMONOTONIC_USEC=\(microseconds)\nSTATUS=reloading the configuration")
     }
 
     public func stopping() {

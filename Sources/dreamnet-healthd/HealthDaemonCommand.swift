@@ -172,8 +172,7 @@ enum Main {
         }
         let logger = Logger(label: "dreamnet-healthd")
         raiseDescriptorLimit()
-        // The configuration is read at start only; a stray SIGHUP (whose default action is to
-        // terminate) must not stop monitoring.
+        // SIGHUP reloads once the services run; until then it must not terminate (its default).
         signal(SIGHUP, SIG_IGN)
         // SIGUSR1 reopens the alert log once the services run; until then it must not kill.
         signal(SIGUSR1, SIG_IGN)
@@ -181,7 +180,17 @@ enum Main {
         do {
             let daemon = try await Daemon.make(
                 configuration: configuration, databaseURLSource: layers.source(of: .databaseURL),
-                eventsURLSource: layers.source(of: .eventsDatabaseURL), logger: logger
+                eventsURLSource: layers.source(of: .eventsDatabaseURL), logger: logger,
+                reload: {
+                    // The same flags, the config file and environment read anew.
+                    Result { () throws(ConfigurationError) in
+                        let layers = try command.layers(environment: ProcessInfo.processInfo.environment)
+                        return LoadedConfiguration(
+                            configuration: try layers.resolve(), databaseURLSource: layers.source(of: .databaseURL),
+                            eventsURLSource: layers.source(of: .eventsDatabaseURL)
+                        )
+                    }
+                }
             )
             try await daemon.run()
         } catch let error as DaemonStartError {

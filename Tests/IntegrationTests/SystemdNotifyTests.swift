@@ -161,3 +161,49 @@ final class NotifyListener: Sendable {
         }
     }
 }
+
+/// SIGHUP: RELOADING=1 with MONOTONIC_USEC, the configuration applied, READY=1; a bad one
+/// changes nothing.
+@Suite(.serialized) struct ReloadTests {
+    @Test func reloadAppliesAGoodConfigurationAndRefusesABadOne() async throws {
+        let first = try TestPostgres.start()
+        let second = try TestPostgres.start()
+        defer { first.destroy(); second.destroy() }
+        let listener = try NotifyListener(abstract: false)
+        defer { listener.close() }
+        let directory = try temporaryDirectory(prefix: "healthd-reload")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("healthd.conf")
+        try "interval = 2s\nfall = 1\nrise = 1\ndatabase_url = '\(first.url)'\n".write(to: config, atomically: true, encoding: .utf8)
+        let daemon = try RunningDaemon(["--config", config.path], environment: ["NOTIFY_SOCKET": listener.address])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        #expect(waitUntil(timeout: .seconds(5)) { listener.messages.contains { $0.text.contains("READY=1") } })
+
+        // A new interval and a new database, applied at once.
+        try first.stop()
+        try "interval = 300ms\nfall = 1\nrise = 1\ndatabase_url = '\(second.url)'\n".write(to: config, atomically: true, encoding: .utf8)
+        let before = listener.messages.count
+        daemon.process.signal(SIGHUP)
+        #expect(waitUntil(timeout: .seconds(5)) { listener.messages.dropFirst(before).contains { $0.text.contains("READY=1") } })
+        let afterReload = Array(listener.messages.dropFirst(before))
+        let reloading = try #require(afterReload.firstIndex { $0.text.contains("RELOADING=1") })
+        let ready = try #require(afterReload.firstIndex { $0.text.contains("READY=1") })
+        #expect(reloading < ready)
+        let monotonic = afterReload[reloading].text.split(separator: "\n").first { $0.hasPrefix("MONOTONIC_USEC=") }
+        #expect(monotonic.flatMap { Int64($0.dropFirst("MONOTONIC_USEC=".count)) }.map { $0 > 0 } == true)
+        let status = try await daemon.status()
+        #expect(status.intervalMs == 300)
+        #expect(status.target == second.url)
+        #expect(status.state == "healthy")
+
+        // A bad configuration: refused, reported, the running one kept.
+        try "interval = soon\n".write(to: config, atomically: true, encoding: .utf8)
+        let beforeBad = listener.messages.count
+        daemon.process.signal(SIGHUP)
+        #expect(waitUntil(timeout: .seconds(5)) { listener.messages.dropFirst(beforeBad).contains { $0.text.contains("READY=1") } })
+        #expect(listener.messages.dropFirst(beforeBad).contains { $0.text.contains("STATUS=reload failed") && $0.text.contains("interval") })
+        #expect(try await daemon.status().intervalMs == 300)
+        #expect(daemon.process.isRunning)
+        #expect(daemon.process.output().contains("reload refused"))
+    }
+}

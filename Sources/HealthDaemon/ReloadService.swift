@@ -1,0 +1,103 @@
+import HealthCore
+import Logging
+import PostgresProbe
+import ServiceLifecycle
+import SystemdNotify
+import UnixSignals
+
+/// A configuration read anew, with where its connection strings came from (for errors).
+public struct LoadedConfiguration: Sendable {
+    public var configuration: DaemonConfiguration
+    public var databaseURLSource: String?
+    public var eventsURLSource: String?
+
+    public init(configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String?) {
+        self.configuration = configuration
+        self.databaseURLSource = databaseURLSource
+        self.eventsURLSource = eventsURLSource
+    }
+}
+
+/// SIGHUP (`systemctl reload`): RELOADING=1, read the configuration again, apply it, READY=1.
+/// An invalid configuration changes nothing: the daemon goes on with the one it has and says
+/// why in STATUS and the log.
+final class ReloadService: Service {
+    private let load: @Sendable () -> Result<LoadedConfiguration, ConfigurationError>
+    private let current: MutexBox<DaemonConfiguration>
+    private let probe: ProbeService
+    private let delivery: EventDeliveryService
+    private let notifier: SystemdNotifier
+    private let logger: Logger
+
+    init(
+        load: @escaping @Sendable () -> Result<LoadedConfiguration, ConfigurationError>, initial: DaemonConfiguration,
+        probe: ProbeService, delivery: EventDeliveryService, notifier: SystemdNotifier, logger: Logger
+    ) {
+        self.load = load
+        self.current = MutexBox(initial)
+        self.probe = probe
+        self.delivery = delivery
+        self.notifier = notifier
+        self.logger = logger
+    }
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            notifier.reloading()
+            switch reload() {
+            case .success(let summary):
+                logger.notice("configuration reloaded", metadata: ["changes": "\(summary)"])
+                notifier.ready(status: "configuration reloaded")
+            case .failure(let error):
+                logger.error("reload refused; the previous configuration stays in force", metadata: ["error": "\(error)"])
+                notifier.ready(status: "reload failed, previous configuration in force: \(error)")
+            }
+        }
+    }
+
+    /// What changed, in words; or why nothing did.
+    private func reload() -> Result<String, DaemonStartError> {
+        let loaded: LoadedConfiguration
+        switch load() {
+        case .success(let value): loaded = value
+        case .failure(let error): return .failure(.configuration(error))
+        }
+        let new = loaded.configuration
+        let target: ConnectionTarget?
+        var eventsTarget: ConnectionTarget?
+        do {
+            target = try parseTarget(new.databaseURL, key: .databaseURL, source: loaded.databaseURLSource, password: new.databasePassword)
+            eventsTarget = target
+            if let eventsURL = new.eventsDatabaseURL {
+                eventsTarget = try parseTarget(eventsURL, key: .eventsDatabaseURL, source: loaded.eventsURLSource)
+            }
+        } catch {
+            return .failure(error)
+        }
+        let old = current.withLock { $0 }
+        probe.apply(new, prober: target.map { PostgresProber(target: $0, timeout: new.timeout) })
+        delivery.setWriter(eventsTarget.map { EventTableWriter(target: $0, environment: ProcessInfo.processInfo.environment) })
+        current.withLock { $0 = new }
+
+        var changes: [String] = []
+        if old.databaseURL != new.databaseURL || old.databasePassword != new.databasePassword { changes.append("database") }
+        if old.effectiveEventsDatabaseURL != new.effectiveEventsDatabaseURL { changes.append("events database") }
+        if old.interval != new.interval { changes.append("interval \(HumanDuration.format(new.interval))") }
+        if old.timeout != new.timeout { changes.append("timeout \(HumanDuration.format(new.timeout))") }
+        if old.fall != new.fall || old.rise != new.rise { changes.append("fall \(new.fall), rise \(new.rise)") }
+        if old.requireDatabase != new.requireDatabase { changes.append("require_database \(new.requireDatabase)") }
+        if old.flapThreshold != new.flapThreshold || old.flapWindow != new.flapWindow { changes.append("flap detection") }
+        var atRestart: [String] = []
+        if old.socketPath != new.socketPath { atRestart.append("socket") }
+        if old.stateDirectory != new.stateDirectory { atRestart.append("state_dir") }
+        if old.alertLogPath != new.alertLogPath { atRestart.append("alert_log") }
+        if old.spoolLimit != new.spoolLimit { atRestart.append("spool_limit") }
+        if old.logLevel != new.logLevel { atRestart.append("log_level") }
+        if !atRestart.isEmpty {
+            logger.warning("these settings take effect at the next restart", metadata: ["settings": "\(atRestart.joined(separator: ", "))"])
+        }
+        return .success(changes.isEmpty ? "none" : changes.joined(separator: "; "))
+    }
+}
+
+import FoundationEssentials
