@@ -90,6 +90,12 @@ public struct ConfigurationLayers: Sendable {
             // systemd's LogsDirectory= (the first, if several).
             config.alertLogPath = String(fromSystemd.split(separator: ":").first ?? Substring(fromSystemd)) + "/alerts.log"
         }
+        if let value = nonEmptyValue(.httpListen) {
+            guard let address = ListenAddress(value.text) else {
+                throw invalid(.httpListen, value, "must be HOST:PORT, [IPv6]:PORT or :PORT, got '\(value.text)'")
+            }
+            config.httpListen = address
+        }
         if let value = value(.flapThreshold) { config.flapThreshold = try count(.flapThreshold, value) }
         if let value = value(.flapWindow) {
             config.flapWindow = try duration(.flapWindow, value, minimum: .seconds(1))

@@ -20,6 +20,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Most events the spool holds while the events database is unreachable.
     public var spoolLimit: Int = 100_000
     /// More transitions than this within `flapWindow` is flapping.
+    /// `HOST:PORT` for the optional TCP listener serving the same read-only endpoints.
+    public var httpListen: ListenAddress?
     /// The alert log operators tail.
     public var alertLogPath: String = DaemonConfiguration.defaultAlertLogPath
     public static let defaultAlertLogPath = "/var/log/dreamnet-healthd/alerts.log"
@@ -74,6 +76,7 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case eventsDatabaseURL = "events_database_url"
     case spoolLimit = "spool_limit"
     case alertLog = "alert_log"
+    case httpListen = "http_listen"
     case flapThreshold = "flap_threshold"
     case flapWindow = "flap_window"
 
@@ -140,4 +143,24 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
         let prefix = parts.joined(separator: " ")
         return prefix.isEmpty ? message : "\(prefix): \(message)"
     }
+}
+
+/// `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (all addresses).
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65_535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        guard !host.contains(" ") else { return nil }
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

@@ -13,6 +13,14 @@ public enum StatusAPI {
         public var allow: String?
         public var contentType: String
 
+        /// A reply with a body of another kind (the Prometheus exposition).
+        public init(status: Int, body: [UInt8], contentType: String) {
+            self.status = status
+            self.body = body
+            self.allow = nil
+            self.contentType = contentType
+        }
+
         init(status: Int, json body: some Encodable, allow: String? = nil) {
             self.status = status
             self.body = StatusAPI.encode(body)
@@ -32,11 +40,20 @@ public enum StatusAPI {
         }
     }
 
-    public static func respond(method: String, uri: String, snapshot: StatusSnapshot, clocks: Clocks) -> Reply {
+    /// `metrics`, when given, renders `GET /metrics` (the Prometheus text format).
+    public static func respond(
+        method: String, uri: String, snapshot: StatusSnapshot, clocks: Clocks, metrics: (@Sendable () -> [UInt8])? = nil
+    ) -> Reply {
         let (path, query) = split(uri)
+        if path == "/metrics", let metrics {
+            guard method == "GET" || method == "HEAD" else {
+                return Reply(status: 405, json: ErrorDocument(error: "method not allowed"), allow: "GET, HEAD")
+            }
+            return Reply(status: 200, body: metrics(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        }
         let routes = ["/health", "/status", "/events"]
         guard routes.contains(path) else {
-            return Reply(status: 404, json: ErrorDocument(error: "not found; try /health, /status or /events"))
+            return Reply(status: 404, json: ErrorDocument(error: "not found; try /health, /status, /events or /metrics"))
         }
         guard method == "GET" || method == "HEAD" else {
             return Reply(status: 405, json: ErrorDocument(error: "method not allowed"), allow: "GET, HEAD")

@@ -21,6 +21,7 @@ public struct Daemon: Sendable {
     /// assembles the services. Throws `DaemonStartError` with a message fit for an operator.
     public static func make(
         configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String? = nil, logger: Logger,
+        metrics: DaemonMetrics? = nil,
         reload: (@Sendable () -> Result<LoadedConfiguration, ConfigurationError>)? = nil
     ) async throws(DaemonStartError) -> Daemon {
         let target = try parseTarget(
@@ -52,8 +53,14 @@ public struct Daemon: Sendable {
             configuration: configuration, target: target?.display, version: DaemonVersion.current,
             pid: getpid(), startedAt: Date(), startedInstant: .now
         ))
+        var exposition: (@Sendable () -> [UInt8])?
+        if let metrics { exposition = { metrics.exposition() } }
+        let renderMetrics = exposition
         let respond: @Sendable (String, String) -> StatusAPI.Reply = { method, uri in
-            StatusAPI.respond(method: method, uri: uri, snapshot: store.read(), clocks: StatusAPI.Clocks(wall: Date(), monotonic: .now))
+            StatusAPI.respond(
+                method: method, uri: uri, snapshot: store.read(), clocks: StatusAPI.Clocks(wall: Date(), monotonic: .now),
+                metrics: renderMetrics
+            )
         }
         let server: StatusServer
         do {
@@ -69,6 +76,16 @@ public struct Daemon: Sendable {
             throw .socket(error)
         } catch {
             throw .socket(StatusServerError(code: .bindFailed, path: configuration.socketPath, detail: "\(error)"))
+        }
+
+        var tcpServer: StatusServer?
+        if let address = configuration.httpListen {
+            do {
+                tcpServer = try await StatusServer.bindTCP(host: address.host, port: address.port, respond: respond)
+            } catch {
+                await server.close()
+                throw .socket(error)
+            }
         }
 
         let notifier = SystemdNotifier()
@@ -95,7 +112,7 @@ public struct Daemon: Sendable {
         let probe = ProbeService(
             prober: target.map { PostgresProber(target: $0, timeout: configuration.timeout) },
             configuration: configuration, store: store, recorder: recorder, remembered: remembered,
-            notifier: notifier, logger: logger
+            notifier: notifier, logger: logger, metrics: metrics
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: StatusServerService(server: server)),
@@ -103,6 +120,7 @@ public struct Daemon: Sendable {
             .init(service: AlertLogReopenService(alertLog: alertLog, logger: logger)),
             .init(service: probe),
         ]
+        if let tcpServer { services.append(.init(service: StatusServerService(server: tcpServer))) }
         if let reload {
             services.append(.init(service: ReloadService(
                 load: reload, initial: configuration, probe: probe, delivery: delivery, notifier: notifier, logger: logger

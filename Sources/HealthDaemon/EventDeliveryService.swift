@@ -38,12 +38,17 @@ final class EventDeliveryService: Service {
         await cancelWhenGracefulShutdown { [self] in
             var backoff: Duration = .seconds(1)
             var lastError: String?
+            var warnedUnconfigured = false
             while !Task.isCancelled {
                 guard let writer = writerBox.withLock({ $0 }) else {
-                    logger.warning("no events database configured: events stay in the spool")
+                    if !warnedUnconfigured {
+                        logger.warning("no events database configured: events stay in the spool")
+                        warnedUnconfigured = true
+                    }
                     await wakeup.wait()
                     continue
                 }
+                warnedUnconfigured = false
                 switch await drain(writer) {
                 case .success:
                     if lastError != nil { logger.notice("events delivered to system_events again") }

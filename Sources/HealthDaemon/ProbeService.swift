@@ -28,12 +28,14 @@ final class ProbeService: Service {
     private let flaps: MutexBox<FlapDetector>
     /// Wakes the loop when the settings change, so new settings apply at once.
     private let reloaded = WakeupSignal()
+    private let metrics: DaemonMetrics?
 
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
-        remembered: DaemonMemory?, notifier: SystemdNotifier, logger: Logger,
+        remembered: DaemonMemory?, notifier: SystemdNotifier, logger: Logger, metrics: DaemonMetrics? = nil,
         transitionHistoryLimit: Int = 1_000
     ) {
+        self.metrics = metrics
         self.settings = MutexBox(Settings(prober: prober, interval: configuration.interval))
         self.store = store
         self.recorder = recorder
@@ -206,6 +208,7 @@ final class ProbeService: Service {
             ])
         }
         if let transition { log(transition) }
+        metrics?.record(probe: probe, transition: transition, snapshot: store.read())
     }
 
     private func log(_ transition: Transition) {

@@ -66,6 +66,22 @@ public final class StatusServer: Sendable {
         return StatusServer(path: path, channel: channel, identity: FileIdentity(info))
     }
 
+    /// Serves the same endpoints over TCP (`--http-listen`), for Prometheus and load balancers.
+    public static func bindTCP(
+        host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
+    ) async throws(StatusServerError) -> StatusServer {
+        let label = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        do {
+            let channel = try await makeBootstrap(group: group, respond: respond)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).get()
+            return StatusServer(path: label, channel: channel, identity: nil)
+        } catch {
+            throw StatusServerError(code: .bindFailed, path: label, detail: "\(error)")
+        }
+    }
+
     /// Serves on a listening socket handed over by systemd. The socket file is systemd's: its
     /// mode is the unit's `SocketMode=`, and it is not removed at shutdown.
     public static func adopt(

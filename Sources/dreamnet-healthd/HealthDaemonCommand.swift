@@ -54,6 +54,9 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("alert-log"), help: ArgumentHelp("Alert log, one JSON line per event (default $LOGS_DIRECTORY/alerts.log or \(DaemonConfiguration.defaultAlertLogPath)).", valueName: "path"))
     var alertLog: String?
 
+    @Option(name: .customLong("http-listen"), help: ArgumentHelp("Also serve the read-only endpoints over TCP (off by default).", valueName: "host:port"))
+    var httpListen: String?
+
     @Option(name: .customLong("flap-threshold"), help: ArgumentHelp("More transitions than this within the flap window is flapping (default 6).", valueName: "n"))
     var flapThreshold: String?
 
@@ -107,6 +110,7 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         layers.setFlag(.eventsDatabaseURL, eventsDatabaseURL)
         layers.setFlag(.spoolLimit, spoolLimit)
         layers.setFlag(.alertLog, alertLog)
+        layers.setFlag(.httpListen, httpListen)
         layers.setFlag(.flapThreshold, flapThreshold)
         layers.setFlag(.flapWindow, flapWindow)
         return layers
@@ -165,12 +169,20 @@ enum Main {
             fail("configuration error: \(error)", code: 2)
         }
 
+        let level = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
+        let toJournal = JournalStreamLogHandler.stderrIsJournal(environment: environment)
         LoggingSystem.bootstrap { label in
+            if toJournal {
+                var handler = JournalStreamLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
+            handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "dreamnet-healthd")
+        let metrics = DaemonMetrics.bootstrap()
         raiseDescriptorLimit()
         // SIGHUP reloads once the services run; until then it must not terminate (its default).
         signal(SIGHUP, SIG_IGN)
@@ -180,7 +192,7 @@ enum Main {
         do {
             let daemon = try await Daemon.make(
                 configuration: configuration, databaseURLSource: layers.source(of: .databaseURL),
-                eventsURLSource: layers.source(of: .eventsDatabaseURL), logger: logger,
+                eventsURLSource: layers.source(of: .eventsDatabaseURL), logger: logger, metrics: metrics,
                 reload: {
                     // The same flags, the config file and environment read anew.
                     Result { () throws(ConfigurationError) in

@@ -46,7 +46,7 @@ import Testing
     @Test func unknownKeysAndBadSyntaxNameTheLine() {
         #expect(throws: ConfigurationError(
             code: .unknownKey, key: "intervall", source: "/c:2",
-            message: "unknown key (known keys: database_url, interval, timeout, fall, rise, socket, require_database, log_level, state_dir, events_database_url, spool_limit, alert_log, flap_threshold, flap_window)"
+            message: "unknown key (known keys: \(ConfigKey.allCases.map(\.rawValue).joined(separator: ", ")))"
         )) {
             try ConfigFile.parse("fall = 2\nintervall = 2s\n", path: "/c")
         }
@@ -142,5 +142,30 @@ import Testing
         config.timeout = .seconds(2)
         config.fall = 2
         #expect(config.detectionBound == .seconds(6))
+    }
+}
+
+@Suite struct ListenAddressTests {
+    @Test func forms() {
+        #expect(ListenAddress("127.0.0.1:9187") == ListenAddress("127.0.0.1:9187"))
+        #expect(ListenAddress("127.0.0.1:9187")?.host == "127.0.0.1")
+        #expect(ListenAddress("[::1]:9187")?.host == "::1")
+        #expect(ListenAddress(":9187")?.host == "0.0.0.0")
+        #expect(ListenAddress("[::1]:9187")?.description == "[::1]:9187")
+        for bad in ["", "9187", "host:", "host:0", "host:70000", "a b:1"] {
+            #expect(ListenAddress(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func credentialsSitBetweenTheFileAndTheEnvironment() throws {
+        var layers = ConfigurationLayers(
+            environment: ["DATABASE_URL": "postgresql://env/db"],
+            credentials: ["database-url": "postgresql://credential/db", "database-password": "pw"]
+        )
+        #expect(try layers.resolve().databaseURL == "postgresql://credential/db")
+        #expect(try layers.resolve().databasePassword == "pw")
+        #expect(layers.source(of: .databaseURL) == "credential database-url")
+        layers.file = try ConfigFile.parse("database_url = 'postgresql://file/db'", path: "/c")
+        #expect(try layers.resolve().databaseURL == "postgresql://file/db")
     }
 }

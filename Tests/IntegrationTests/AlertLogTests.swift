@@ -149,6 +149,25 @@ import TestSupport
 
 /// The journal entries, captured by a stand-in journald socket in a private mount namespace.
 @Suite(.serialized) struct JournalTests {
+    /// With stderr connected to journald (JOURNAL_STREAM names it), log lines carry their syslog
+    /// priority.
+    @Test func logLinesCarrySyslogPrioritiesUnderJournald() throws {
+        let directory = try temporaryDirectory(prefix: "healthd-journal-stream")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let log = directory.appendingPathComponent("stderr.log").path
+        FileManager.default.createFile(atPath: log, contents: nil)
+        // The shell opens stderr on the file, then names that file in JOURNAL_STREAM.
+        let script = """
+            exec 2>>"$1"; stream=$(stat -c '%d:%i' "$1"); JOURNAL_STREAM=$stream exec timeout -s INT 1 "$0" \
+              --socket "$2/s.sock" --state-dir "$2/state" --alert-log "$2/alerts.log"
+            """
+        _ = try runProcess(URL(fileURLWithPath: "/bin/sh"), ["-c", script, Binaries.daemon.path, log, directory.path], environment: ProcessInfo.processInfo.environment.filter { $0.key != "DATABASE_URL" })
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("<6>dreamnet-healthd ") && $0.contains("started") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("<4>database not-configured") }, "\(lines)")
+        #expect(lines.allSatisfy { $0.first == "<" }, "\(lines)")
+    }
+
     @Test func everyTransitionReachesTheJournalWithItsFields() async throws {
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }

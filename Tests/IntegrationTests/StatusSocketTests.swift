@@ -52,6 +52,31 @@ import TestSupport
         #expect(daemon.process.isRunning)
     }
 
+    @Test func metricsOnTheSocketAndOverTCP() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let port = freeTCPPort()
+        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url, "--http-listen", "127.0.0.1:\(port)"])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        try await Task.sleep(for: .milliseconds(500))
+        let overSocket = try await daemon.get("/metrics")
+        #expect(overSocket.status == 200)
+        let text = String(decoding: overSocket.body, as: UTF8.self)
+        #expect(text.contains(#"dreamnet_healthd_state{state="healthy"} 1"#), "\(text)")
+        #expect(text.contains(#"dreamnet_healthd_state{state="unhealthy"} 0"#))
+        #expect(text.contains("dreamnet_healthd_probe_duration_seconds_bucket"))
+        #expect(text.contains("dreamnet_healthd_probes_total"))
+        #expect(text.contains("dreamnet_healthd_spool_pending_events"))
+        #expect(text.contains(#"dreamnet_healthd_transitions_total{to="healthy"} 1"#))
+
+        let curl = URL(fileURLWithPath: "/usr/bin/curl")
+        let overTCP = try runProcess(curl, ["-s", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)/metrics"])
+        #expect(overTCP.stdout.hasSuffix("200"))
+        #expect(overTCP.stdout.contains("dreamnet_healthd_probes_total"))
+        let health = try runProcess(curl, ["-s", "http://127.0.0.1:\(port)/health"])
+        #expect(health.stdout.contains(#""database":"healthy""#))
+    }
+
     @Test func keepAliveAndPipelinedRequests() throws {
         let daemon = try RunningDaemon([])
         #expect(waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: daemon.socketPath) })

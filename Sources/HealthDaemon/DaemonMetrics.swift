@@ -1,0 +1,70 @@
+import HealthCore
+import Metrics
+import Prometheus
+
+/// The daemon's metrics, through swift-metrics, exposed by swift-prometheus on `GET /metrics`.
+public final class DaemonMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let probes: Metrics.Counter
+    private let latency: Metrics.Timer
+    private let lastProbe: Metrics.Gauge
+    private let spoolPending: Metrics.Gauge
+    private let spoolDropped: Metrics.Gauge
+    private let spoolDegraded: Metrics.Gauge
+    private let states: [HealthState: Metrics.Gauge]
+
+    /// Bootstraps swift-metrics with a Prometheus registry: call once per process.
+    public static func bootstrap() -> DaemonMetrics {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Probe latencies: loopback milliseconds up to the largest deadline.
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+            .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+            .milliseconds(1_500), .seconds(5), .seconds(30), .seconds(60),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return DaemonMetrics(registry: registry)
+    }
+
+    private init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+        probes = Metrics.Counter(label: "dreamnet_healthd_probes_total")
+        latency = Metrics.Timer(label: "dreamnet_healthd_probe_duration_seconds")
+        lastProbe = Metrics.Gauge(label: "dreamnet_healthd_last_probe_timestamp_seconds")
+        spoolPending = Metrics.Gauge(label: "dreamnet_healthd_spool_pending_events")
+        spoolDropped = Metrics.Gauge(label: "dreamnet_healthd_spool_dropped_events")
+        spoolDegraded = Metrics.Gauge(label: "dreamnet_healthd_spool_degraded")
+        var states: [HealthState: Metrics.Gauge] = [:]
+        for state in HealthState.allCases {
+            states[state] = Metrics.Gauge(label: "dreamnet_healthd_state", dimensions: [("state", state.rawValue)])
+        }
+        self.states = states
+    }
+
+    /// After every probe (or not-configured tick): counters, latency, state, spool.
+    func record(probe: ProbeResult?, transition: Transition?, snapshot: StatusSnapshot) {
+        if let probe {
+            probes.increment()
+            latency.recordNanoseconds(Int64(probe.latency.fractionalMilliseconds * 1_000_000))
+            lastProbe.record(probe.startedAt.timeIntervalSince1970 + probe.latency.seconds)
+            if let failure = probe.failure {
+                Metrics.Counter(label: "dreamnet_healthd_probe_failures_total", dimensions: [("reason", failure.reason.rawValue)]).increment()
+            }
+        }
+        if let transition {
+            Metrics.Counter(label: "dreamnet_healthd_transitions_total", dimensions: [("to", transition.to.rawValue)]).increment()
+        }
+        for (state, gauge) in states { gauge.record(state == snapshot.state ? 1 : 0) }
+        spoolPending.record(snapshot.spool.pending)
+        spoolDropped.record(snapshot.spool.dropped)
+        spoolDegraded.record(snapshot.spool.degradedReason == nil ? 0 : 1)
+    }
+
+    /// The Prometheus text exposition.
+    public func exposition() -> [UInt8] {
+        registry.emitToBuffer()
+    }
+}
+
+import FoundationEssentials
