@@ -126,11 +126,14 @@ public struct Daemon: Sendable {
                 load: reload, initial: configuration, probe: probe, delivery: delivery, notifier: notifier, logger: logger
             )))
         }
-        let group = ServiceGroup(configuration: .init(
+        var groupConfiguration = ServiceGroupConfiguration(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
-        ))
+        )
+        // Bounded: within the unit's TimeoutStopSec (10 s), whatever hangs.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(8)
+        let group = ServiceGroup(configuration: groupConfiguration)
 
         logger.info("dreamnet-healthd \(DaemonVersion.current) started", metadata: [
             "socket": "\(configuration.socketPath)",

@@ -68,7 +68,20 @@ final class EventDeliveryService: Service {
                 }
             }
         }
+        // Shutting down (after the probe loop, which stored its last events): one more
+        // delivery if the database answers within a short budget; what is left stays spooled.
+        guard let writer = writerBox.withLock({ $0 }) else { return }
+        let budget = Self.shutdownFlushBudget
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in _ = await drain(writer) }
+            group.addTask { try? await Task.sleep(for: budget) }
+            await group.next()
+            group.cancelAll()
+        }
     }
+
+    /// How long shutdown waits for a last delivery.
+    static let shutdownFlushBudget = Duration.seconds(2)
 
     private enum DrainError: Error, CustomStringConvertible {
         case spool(SpoolError)

@@ -274,6 +274,23 @@ import TestSupport
         #expect(try rows(cluster).count == 1)
     }
 
+    /// SIGTERM with events spooled and the database back: one last delivery before exit 0.
+    @Test func shutdownDeliversWhatTheDatabaseWillTake() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.stop()
+        let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        try await flap(probed, daemon)
+        // Let the retry backoff grow, so that only the shutdown delivery can be in time.
+        try await Task.sleep(for: .seconds(4))
+        #expect(try await daemon.status().spool?.pending == 3)
+        try events.start()
+        #expect(daemon.process.terminate(timeout: .seconds(10)) == 0)
+        #expect(try rows(events).count == 3)
+    }
+
     /// An existing table of another shape is used as it is never: a clear error, nothing altered.
     @Test func aTableOfAnotherShapeIsLeftAlone() async throws {
         let cluster = try TestPostgres.start()
