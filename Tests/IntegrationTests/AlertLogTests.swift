@@ -7,22 +7,8 @@ import TestSupport
 @Suite(.serialized) struct AlertLogTests {
     let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
 
-    func flap(_ cluster: TestPostgres, _ daemon: RunningDaemon) async throws {
-        try cluster.stop()
-        _ = try #require(try await daemon.waitFor(.unhealthy))
-        try cluster.start()
-        _ = try #require(try await daemon.waitFor(.healthy))
-    }
-
     func tableIDs(_ cluster: TestPostgres) throws -> [String] {
         try cluster.psql("SELECT id FROM system_events ORDER BY timestamp").split(separator: "\n").map(String.init)
-    }
-
-    func settled(_ daemon: RunningDaemon) async throws {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline, try await daemon.status().spool?.pending != 0 {
-            try await Task.sleep(for: .milliseconds(50))
-        }
     }
 
     /// Must-show 6: logrotate with `create` + SIGUSR1, then with `copytruncate`, while
@@ -57,18 +43,18 @@ import TestSupport
             """.write(to: copytruncate, atomically: true, encoding: .utf8)
         let logrotateState = rotate.appendingPathComponent("state").path
 
-        try await flap(probed, daemon)
-        try await settled(daemon)
+        try await daemon.flap(probed)
+        _ = try await daemon.waitForSpool { $0.pending == 0 }
         try await Task.sleep(for: .milliseconds(500))
         let rotated = try runProcess(URL(fileURLWithPath: "/usr/sbin/logrotate"), ["-f", "-s", logrotateState, create.path])
         #expect(rotated.status == 0, "\(rotated.stderr)")
-        try await flap(probed, daemon)
-        try await settled(daemon)
+        try await daemon.flap(probed)
+        _ = try await daemon.waitForSpool { $0.pending == 0 }
         try await Task.sleep(for: .milliseconds(500))
         let truncated = try runProcess(URL(fileURLWithPath: "/usr/sbin/logrotate"), ["-f", "-s", logrotateState, copytruncate.path])
         #expect(truncated.status == 0, "\(truncated.stderr)")
-        try await flap(probed, daemon)
-        try await settled(daemon)
+        try await daemon.flap(probed)
+        _ = try await daemon.waitForSpool { $0.pending == 0 }
         try await Task.sleep(for: .milliseconds(800))
 
         let lines = follower.output().split(separator: "\n").map(String.init)
@@ -95,7 +81,7 @@ import TestSupport
             alertLog = try await daemon.status().alertLog
         }
         #expect(alertLog?.error?.contains("/proc/no-such-dir/alerts.log") == true)
-        try await settled(daemon)
+        _ = try await daemon.waitForSpool { $0.pending == 0 }
         #expect(try tableIDs(cluster).count == 1)
     }
 
@@ -122,7 +108,7 @@ import TestSupport
         let fill = try runProcess(URL(fileURLWithPath: "/bin/dd"), ["if=/dev/zero", "of=\(filler)", "bs=4k"])
         #expect(fill.stderr.contains("No space left"), "\(fill.stderr)")
 
-        try await flap(probed, daemon)
+        try await daemon.flap(probed)
         let degraded = try #require(try await daemon.status().spool)
         #expect(degraded.degraded)
         #expect(degraded.inMemory == 2)

@@ -19,23 +19,6 @@ import TestSupport
         try cluster.psql("SELECT to_regclass('system_events') IS NOT NULL") == "t"
     }
 
-    /// Flaps the probed cluster once: down (unhealthy) and back (healthy).
-    func flap(_ cluster: TestPostgres, _ daemon: RunningDaemon) async throws {
-        try cluster.stop()
-        _ = try #require(try await daemon.waitFor(.unhealthy))
-        try cluster.start()
-        _ = try #require(try await daemon.waitFor(.healthy))
-    }
-
-    func waitForPending(_ daemon: RunningDaemon, _ condition: (StatusDocument.Spool) -> Bool, timeout: Duration = .seconds(30)) async throws -> StatusDocument.Spool? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let spool = try await daemon.status().spool, condition(spool) { return spool }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return nil
-    }
-
     let quick = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1"]
     /// Quick probes, and no flap coalescing: these tests count every transition.
     var fast: [String] { quick + ["--flap-threshold", "1000"] }
@@ -49,7 +32,7 @@ import TestSupport
         try events.stop()
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
         _ = try #require(try await daemon.waitFor(.healthy))
-        for _ in 0..<3 { try await flap(probed, daemon) }
+        for _ in 0..<3 { try await daemon.flap(probed) }
 
         let recorded = try await daemon.events()
         #expect(recorded.count == 7)
@@ -59,7 +42,7 @@ import TestSupport
         #expect(spool.lastDeliveryError != nil)
 
         try events.start()
-        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         let table = try rows(events)
         let expected = recorded.reversed()
         #expect(table.map { $0[0] } == expected.map(\.id))
@@ -84,7 +67,7 @@ import TestSupport
             fast + ["--database-url", probed.url, "--events-database-url", events.url], stateDirectory: state
         )
         _ = try #require(try await first?.waitFor(.healthy))
-        try await flap(probed, first!)
+        try await first!.flap(probed)
         let spooled = try #require(try await first?.events()).map(\.id)
         #expect(spooled.count == 3)
         first?.process.signal(SIGKILL)
@@ -95,7 +78,7 @@ import TestSupport
         _ = try #require(try await second.waitFor(.healthy))
         #expect(try await second.status().spool?.pending == 3)
         try events.start()
-        _ = try #require(try await waitForPending(second, { $0.pending == 0 }))
+        _ = try #require(try await second.waitForSpool { $0.pending == 0 })
         let ids = try rows(events).map { $0[0] }
         #expect(Set(ids) == Set(spooled))
         #expect(ids.count == spooled.count)
@@ -114,7 +97,7 @@ import TestSupport
         let arguments = fast + ["--database-url", probed.url, "--events-database-url", events.url]
         var first: RunningDaemon? = try RunningDaemon(arguments, environment: ["DREAMNET_HEALTHD_FAULT": "exit-after-commit"], stateDirectory: state)
         _ = try #require(try await first?.waitFor(.healthy))
-        try await flap(probed, first!)
+        try await first!.flap(probed)
         let spooled = try #require(try await first?.events()).map(\.id)
         try events.start()
         // The first delivery commits, then the daemon dies before removing the batch.
@@ -123,7 +106,7 @@ import TestSupport
         #expect(Set(try rows(events).map { $0[0] }) == Set(spooled))
 
         let second = try RunningDaemon(arguments, stateDirectory: state)
-        _ = try #require(try await waitForPending(second, { $0.pending == 0 }))
+        _ = try #require(try await second.waitForSpool { $0.pending == 0 })
         let ids = try rows(events).map { $0[0] }
         #expect(ids.count == spooled.count)
         #expect(Set(ids) == Set(spooled))
@@ -143,31 +126,31 @@ import TestSupport
         _ = try #require(try await daemon.waitFor(.healthy))
 
         // No INSERT privilege (42501).
-        let denied = try #require(try await waitForPending(daemon, { $0.lastDeliveryError != nil }))
+        let denied = try #require(try await daemon.waitForSpool { $0.lastDeliveryError != nil })
         #expect(denied.lastDeliveryError?.contains("permission denied") == true)
         #expect(denied.lastDeliveryError?.contains("42501") == true)
         #expect(denied.pending == 1)
         try events.psql("GRANT INSERT ON system_events TO writer")
-        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 && $0.lastDeliveryError == nil }))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 && $0.lastDeliveryError == nil })
         #expect(try rows(events).count == 1)
 
         // Read-only transactions (25006).
         try events.psql("ALTER ROLE writer SET default_transaction_read_only = on")
-        try await flap(probed, daemon)
-        let readOnly = try #require(try await waitForPending(daemon, { $0.pending == 2 && $0.lastDeliveryError != nil }))
+        try await daemon.flap(probed)
+        let readOnly = try #require(try await daemon.waitForSpool { $0.pending == 2 && $0.lastDeliveryError != nil })
         #expect(readOnly.lastDeliveryError?.contains("25006") == true)
         try events.psql("ALTER ROLE writer RESET default_transaction_read_only")
-        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         #expect(try rows(events).count == 3)
 
         // The table dropped; the role may not create it (no CREATE on schema public).
         try events.psql("DROP TABLE system_events")
-        try await flap(probed, daemon)
-        let dropped = try #require(try await waitForPending(daemon, { $0.pending == 2 && $0.lastDeliveryError != nil }))
+        try await daemon.flap(probed)
+        let dropped = try #require(try await daemon.waitForSpool { $0.pending == 2 && $0.lastDeliveryError != nil })
         #expect(dropped.lastDeliveryError?.contains("system_events") == true)
         try events.psql(EventTableSQL.create)
         try events.psql("GRANT SELECT, INSERT ON system_events TO writer")
-        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         #expect(try rows(events).map { "\($0[1])>\($0[2])" } == ["healthy>unhealthy", "unhealthy>healthy"])
     }
 
@@ -179,7 +162,7 @@ import TestSupport
         let state = try temporaryDirectory(prefix: "healthd-state").path
         var first: RunningDaemon? = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url], stateDirectory: state)
         _ = try #require(try await first?.waitFor(.healthy))
-        _ = try #require(try await waitForPending(first!, { $0.pending == 0 }))
+        _ = try #require(try await first!.waitForSpool { $0.pending == 0 })
         let before = try rows(cluster)
         #expect(before.count == 1)
         #expect(before.first?[1] == "unknown")
@@ -220,7 +203,7 @@ import TestSupport
         // Stable for the window: flapping ends with one transition to the settled state.
         _ = try #require(try await daemon.waitFor(.healthy))
         try await Task.sleep(for: .seconds(5))
-        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         let table = try events.psql("SELECT event_type || ':' || coalesce(payload->>'to', payload->>'state') FROM system_events ORDER BY timestamp")
             .split(separator: "\n").map(String.init)
         let flapping = table.filter { $0.hasPrefix("database.health.flapping") }
@@ -240,15 +223,15 @@ import TestSupport
         try events.stop()
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url, "--spool-limit", "2"])
         _ = try #require(try await daemon.waitFor(.healthy))
-        try await flap(probed, daemon)
-        try await flap(probed, daemon)
+        try await daemon.flap(probed)
+        try await daemon.flap(probed)
         let full = try #require(try await daemon.status().spool)
         #expect(full.pending == 2)
         #expect(full.dropped == 3)
         #expect(try await daemon.events().filter { $0.delivery == "dropped" }.count == 3)
 
         try events.start()
-        let spool = try #require(try await waitForPending(daemon, { $0.pending == 0 && $0.dropped == 0 }))
+        let spool = try #require(try await daemon.waitForSpool { $0.pending == 0 && $0.dropped == 0 })
         #expect(spool.dropped == 0)
         let overflow = try events.psql("SELECT payload->>'dropped' FROM system_events WHERE event_type = 'database.health.spool_overflow'")
         #expect(overflow == "3")
@@ -270,7 +253,7 @@ import TestSupport
         #expect(moved.count == 1)
         #expect(try Data(contentsOf: URL(fileURLWithPath: state + "/" + moved[0])) == garbage)
         #expect(daemon.process.output().contains("moved aside"))
-        _ = try #require(try await waitForPending(daemon, { $0.pending == 0 }))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         #expect(try rows(cluster).count == 1)
     }
 
@@ -282,7 +265,7 @@ import TestSupport
         try events.stop()
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
         _ = try #require(try await daemon.waitFor(.healthy))
-        try await flap(probed, daemon)
+        try await daemon.flap(probed)
         // Let the retry backoff grow, so that only the shutdown delivery can be in time.
         try await Task.sleep(for: .seconds(4))
         #expect(try await daemon.status().spool?.pending == 3)
@@ -297,7 +280,7 @@ import TestSupport
         defer { cluster.destroy() }
         try cluster.psql("CREATE TABLE system_events (id uuid PRIMARY KEY, event_type text)")
         let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url])
-        let spool = try #require(try await waitForPending(daemon, { $0.lastDeliveryError != nil }))
+        let spool = try #require(try await daemon.waitForSpool { $0.lastDeliveryError != nil })
         #expect(spool.lastDeliveryError?.contains("left as it is") == true)
         #expect(spool.pending == 1)
         #expect(try cluster.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'system_events'") == "2")

@@ -81,6 +81,26 @@ final class RunningDaemon {
         return nil
     }
 
+    /// Takes the probed cluster down until the daemon says unhealthy, then up until healthy.
+    func flap(_ cluster: TestPostgres) async throws {
+        try cluster.stop()
+        guard try await waitFor(.unhealthy) != nil else { throw TestSupportError("no unhealthy verdict") }
+        try cluster.start()
+        guard try await waitFor(.healthy) != nil else { throw TestSupportError("no healthy verdict") }
+    }
+
+    /// Polls `/status` until the spool meets `condition`; `nil` at the timeout.
+    func waitForSpool(
+        timeout: Duration = .seconds(30), _ condition: (StatusDocument.Spool) -> Bool
+    ) async throws -> StatusDocument.Spool? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let spool = try await status().spool, condition(spool) { return spool }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
     func events() async throws -> [EventDocument] {
         try JSONDecoder().decode(EventsDocument.self, from: Data(try await get("/events?limit=1000").body)).events
     }
