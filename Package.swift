@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP", "EventSpool",
+                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP", "EventSpool", "AlertLog",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

@@ -6,17 +6,27 @@ import Synchronization
 /// no hole. Reopened on request (SIGUSR1 after `create`-style rotation) and whenever the path
 /// no longer names the open file (rotated or deleted); created if missing.
 public final class AlertLog: Sendable {
-    public let path: String
     private struct State {
+        var path: String
         var descriptor: Int32 = -1
         var device: UInt64 = 0
         var inode: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     public init(path: String) {
-        self.path = path
+        state = Mutex(State(path: path))
+    }
+
+    public var path: String { state.withLock { $0.path } }
+
+    /// Writes to another file from the next line on (a reload changed `alert_log`).
+    public func move(to path: String) {
+        state.withLock { state in
+            if state.descriptor >= 0 { close(state.descriptor) }
+            state = State(path: path)
+        }
     }
 
     deinit {
@@ -27,6 +37,7 @@ public final class AlertLog: Sendable {
     /// log must not stop monitoring.
     public func append(_ line: String) -> String? {
         state.withLock { state -> String? in
+            let path = state.path
             if state.descriptor >= 0 && !Self.pathNamesOpenFile(path, state) {
                 close(state.descriptor)
                 state.descriptor = -1
@@ -58,7 +69,7 @@ public final class AlertLog: Sendable {
         guard descriptor >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
         var info = stat()
         fstat(descriptor, &info)
-        state = State(descriptor: descriptor, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        state = State(path: path, descriptor: descriptor, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         return nil
     }
 

@@ -123,7 +123,8 @@ public struct Daemon: Sendable {
         if let tcpServer { services.append(.init(service: StatusServerService(server: tcpServer))) }
         if let reload {
             services.append(.init(service: ReloadService(
-                load: reload, initial: configuration, probe: probe, delivery: delivery, notifier: notifier, logger: logger
+                load: reload, initial: configuration, probe: probe, delivery: delivery, alertLog: alertLog, store: store,
+                notifier: notifier, logger: logger
             )))
         }
         var groupConfiguration = ServiceGroupConfiguration(

@@ -4,6 +4,7 @@ import PostgresProbe
 import ServiceLifecycle
 import SystemdNotify
 import UnixSignals
+import AlertLog
 
 /// A configuration read anew, with where its connection strings came from (for errors).
 public struct LoadedConfiguration: Sendable {
@@ -26,13 +27,18 @@ final class ReloadService: Service {
     private let current: MutexBox<DaemonConfiguration>
     private let probe: ProbeService
     private let delivery: EventDeliveryService
+    private let alertLog: AlertLog
+    private let store: StatusStore
     private let notifier: SystemdNotifier
     private let logger: Logger
 
     init(
         load: @escaping @Sendable () -> Result<LoadedConfiguration, ConfigurationError>, initial: DaemonConfiguration,
-        probe: ProbeService, delivery: EventDeliveryService, notifier: SystemdNotifier, logger: Logger
+        probe: ProbeService, delivery: EventDeliveryService, alertLog: AlertLog, store: StatusStore,
+        notifier: SystemdNotifier, logger: Logger
     ) {
+        self.alertLog = alertLog
+        self.store = store
         self.load = load
         self.current = MutexBox(initial)
         self.probe = probe
@@ -90,7 +96,11 @@ final class ReloadService: Service {
         var atRestart: [String] = []
         if old.socketPath != new.socketPath { atRestart.append("socket") }
         if old.stateDirectory != new.stateDirectory { atRestart.append("state_dir") }
-        if old.alertLogPath != new.alertLogPath { atRestart.append("alert_log") }
+        if old.alertLogPath != new.alertLogPath {
+            alertLog.move(to: new.alertLogPath)
+            store.update { $0.alertLogPath = new.alertLogPath }
+            changes.append("alert_log \(new.alertLogPath)")
+        }
         if old.spoolLimit != new.spoolLimit { atRestart.append("spool_limit") }
         if old.logLevel != new.logLevel { atRestart.append("log_level") }
         if !atRestart.isEmpty {

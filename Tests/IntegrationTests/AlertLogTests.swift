@@ -1,4 +1,5 @@
 import Foundation
+import AlertLog
 import HealthCore
 import Testing
 import TestSupport
@@ -205,5 +206,33 @@ import TestSupport
         #expect(entry.contains("DREAMNET_REASON=ok"))
         #expect(entry.contains("MESSAGE=database healthy"))
         daemon.process.signal(SIGTERM)
+    }
+}
+
+@Suite struct AlertLogWriterTests {
+    @Test func linesAreWholeAndFollowTheFileAcrossRotationDeletionAndAMove() throws {
+        let directory = try temporaryDirectory(prefix: "healthd-alertlog")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let first = directory.appendingPathComponent("a.log").path
+        let second = directory.appendingPathComponent("b.log").path
+        let log = AlertLog(path: first)
+        #expect(log.append("one\n") == nil)
+        // Rotated away (create-style, no signal): the next line goes to a new file at the path.
+        try FileManager.default.moveItem(atPath: first, toPath: first + ".1")
+        #expect(log.append("two\n") == nil)
+        // Deleted: recreated.
+        try FileManager.default.removeItem(atPath: first)
+        #expect(log.append("three\n") == nil)
+        // Moved by a reload.
+        log.move(to: second)
+        #expect(log.append("four\n") == nil)
+        #expect(try String(contentsOfFile: first + ".1", encoding: .utf8) == "one\n")
+        #expect(try String(contentsOfFile: first, encoding: .utf8) == "three\n")
+        #expect(try String(contentsOfFile: second, encoding: .utf8) == "four\n")
+        let mode = try FileManager.default.attributesOfItem(atPath: second)[.posixPermissions] as? Int
+        #expect(mode.map { $0 & 0o007 } == 0)
+        // An unwritable place: an error, not a crash.
+        log.move(to: "/proc/no-such-dir/alerts.log")
+        #expect(log.append("five\n")?.contains("cannot open") == true)
     }
 }
