@@ -56,6 +56,14 @@ public final class AlertLog: Sendable {
         }
     }
 
+    /// `nil` if `path` can be opened for appending (created if missing), else why not.
+    public static func checkWritable(_ path: String) -> String? {
+        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard descriptor >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
+        close(descriptor)
+        return nil
+    }
+
     /// Closes the file; the next line opens the path anew.
     public func reopen() {
         state.withLock { state in

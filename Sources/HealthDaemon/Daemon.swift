@@ -54,7 +54,12 @@ public struct Daemon: Sendable {
             pid: getpid(), startedAt: Date(), startedInstant: .now
         ))
         var exposition: (@Sendable () -> [UInt8])?
-        if let metrics { exposition = { metrics.exposition() } }
+        if let metrics {
+            exposition = {
+                metrics.refresh(from: store.read())
+                return metrics.exposition()
+            }
+        }
         let renderMetrics = exposition
         let respond: @Sendable (String, String) -> StatusAPI.Reply = { method, uri in
             StatusAPI.respond(

@@ -55,6 +55,12 @@ public final class DaemonMetrics: Sendable {
         if let transition {
             Metrics.Counter(label: "dreamnet_healthd_transitions_total", dimensions: [("to", transition.to.rawValue)]).increment()
         }
+        refresh(from: snapshot)
+    }
+
+    /// Gauges that follow the snapshot: refreshed at every scrape too, so deliveries between
+    /// probes show at once.
+    func refresh(from snapshot: StatusSnapshot) {
         for (state, gauge) in states { gauge.record(state == snapshot.state ? 1 : 0) }
         spoolPending.record(snapshot.spool.pending)
         spoolDropped.record(snapshot.spool.dropped)

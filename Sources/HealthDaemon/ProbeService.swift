@@ -16,6 +16,8 @@ final class ProbeService: Service {
     struct Settings: Sendable {
         var prober: PostgresProber?
         var interval: Duration
+        /// Bumped by every reload: a probe started under older settings is not counted.
+        var generation = 0
     }
 
     private let settings: MutexBox<Settings>
@@ -29,6 +31,8 @@ final class ProbeService: Service {
     /// Wakes the loop when the settings change, so new settings apply at once.
     private let reloaded = WakeupSignal()
     private let metrics: DaemonMetrics?
+    /// Set once READY=1 has been sent: a reload before that must not send READY=1 early.
+    let hasReported = MutexBox(false)
 
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
@@ -52,7 +56,7 @@ final class ProbeService: Service {
 
     /// Applies a reloaded configuration: the next probe uses it, at once.
     func apply(_ configuration: DaemonConfiguration, prober: PostgresProber?) {
-        settings.withLock { $0 = Settings(prober: prober, interval: configuration.interval) }
+        settings.withLock { $0 = Settings(prober: prober, interval: configuration.interval, generation: $0.generation + 1) }
         machine.withLock { $0.thresholds = .init(fall: configuration.fall, rise: configuration.rise) }
         flaps.withLock { detector in
             let wanted = FlapDetector.Settings(threshold: configuration.flapThreshold, window: configuration.flapWindow)
@@ -95,19 +99,26 @@ final class ProbeService: Service {
                 FaultInjection.stallProbeLoop(after: probes)
                 probes += 1
                 // nil: shutdown cancelled the probe midway; it has no verdict to record.
-                guard let result = await feedingWatchdog({ await prober.probe() }) else { return }
+                guard let outcome = await feedingWatchdog(for: prober.timeout, { await prober.probe() }),
+                      let result = outcome
+                else { return }
+                // A reload changed the target or settings meanwhile: this result is about the old
+                // ones. Probe again at once.
+                guard settings.withLock({ $0.generation }) == current.generation else { continue }
                 let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
-                await settle(probe: result, transition: transition)
+                _ = await feedingWatchdog(for: Self.settleLimit) { [self] in await settle(probe: result, transition: transition) }
             } else {
                 // Nothing to probe: a state of its own, recorded once.
                 let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
-                await settle(probe: nil, transition: transition)
+                _ = await feedingWatchdog(for: Self.settleLimit) { [self] in await settle(probe: nil, transition: transition) }
             }
             let status = statusLine()
             if first {
                 first = false
                 notifier.ready(status: status)
-            } else if status != lastStatus {
+                hasReported.withLock { $0 = true }
+            } else if status != lastStatus || forceStatus.withLock({ $0 }) {
+                forceStatus.withLock { $0 = false }
                 notifier.status(status)
             }
             lastStatus = status
@@ -128,18 +139,28 @@ final class ProbeService: Service {
         }
     }
 
-    /// Runs `work` (a probe, bounded by its deadline) while feeding the watchdog, so a long
-    /// deadline is not mistaken for a stall; a loop stuck anywhere else stops the pings.
-    private func feedingWatchdog<T: Sendable>(_ work: @escaping @Sendable () async -> T) async -> T {
+    /// Longest the recording of one result (spool fsyncs, alert log, journal) may take before
+    /// the watchdog is left to fire: a stuck disk or journal must end in a restart.
+    static let settleLimit = Duration.seconds(30)
+
+    /// Resent after a reload, whose READY=1 carried its own STATUS text.
+    let forceStatus = MutexBox(false)
+
+    /// Runs `work` while feeding the watchdog for at most `limit` (plus one period), so a long
+    /// but bounded step is not mistaken for a stall, and one that hangs past its bound is.
+    private func feedingWatchdog<T: Sendable>(for limit: Duration, _ work: @escaping @Sendable () async -> T) async -> T? {
         guard let period = notifier.watchdogPeriod else { return await work() }
         let notifier = notifier
         return await withTaskGroup(of: T?.self) { group in
             group.addTask { await work() }
             group.addTask {
-                while !Task.isCancelled {
+                let until = ContinuousClock.now + limit + period
+                while !Task.isCancelled, ContinuousClock.now < until {
                     try? await Task.sleep(for: period)
                     if !Task.isCancelled { notifier.watchdog() }
                 }
+                // Past the bound: stop feeding and wait to be cancelled.
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
                 return nil
             }
             var result: T?
@@ -149,7 +170,7 @@ final class ProbeService: Service {
                     group.cancelAll()
                 }
             }
-            return result!
+            return result
         }
     }
 
@@ -235,7 +256,7 @@ final class ProbeService: Service {
     }
 
     /// What `systemctl status` shows: state, reason, last latency and spool depth, on one line.
-    private func statusLine() -> String {
+    func statusLine() -> String {
         let snapshot = store.read()
         var line = "database \(snapshot.state.rawValue)"
         if let probe = snapshot.lastProbe {

@@ -49,14 +49,20 @@ final class ReloadService: Service {
 
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
-            notifier.reloading()
+            // Before the first READY=1, systemd is still waiting for start-up: no reload protocol.
+            let started = probe.hasReported.withLock { $0 }
+            if started { notifier.reloading() }
             switch reload() {
             case .success(let summary):
                 logger.notice("configuration reloaded", metadata: ["changes": "\(summary)"])
-                notifier.ready(status: "configuration reloaded")
+                if started { notifier.ready(status: probe.statusLine()) }
             case .failure(let error):
                 logger.error("reload refused; the previous configuration stays in force", metadata: ["error": "\(error)"])
-                notifier.ready(status: "reload failed, previous configuration in force: \(error)")
+                if started {
+                    notifier.ready(status: "reload failed, previous configuration in force: \(error)")
+                    // The loop puts its own line back at the next probe.
+                    probe.forceStatus.withLock { $0 = true }
+                }
             }
         }
     }
@@ -81,6 +87,11 @@ final class ReloadService: Service {
             return .failure(error)
         }
         let old = current.withLock { $0 }
+        if old.alertLogPath != new.alertLogPath, let error = AlertLog.checkWritable(new.alertLogPath) {
+            return .failure(.configuration(ConfigurationError(
+                code: .invalidValue, key: ConfigKey.alertLog.rawValue, source: nil, message: error
+            )))
+        }
         probe.apply(new, prober: target.map { PostgresProber(target: $0, timeout: new.timeout) })
         delivery.setWriter(eventsTarget.map { EventTableWriter(target: $0, environment: ProcessInfo.processInfo.environment) })
         current.withLock { $0 = new }
@@ -103,6 +114,7 @@ final class ReloadService: Service {
         }
         if old.spoolLimit != new.spoolLimit { atRestart.append("spool_limit") }
         if old.logLevel != new.logLevel { atRestart.append("log_level") }
+        if old.httpListen != new.httpListen { atRestart.append("http_listen") }
         if !atRestart.isEmpty {
             logger.warning("these settings take effect at the next restart", metadata: ["settings": "\(atRestart.joined(separator: ", "))"])
         }

@@ -59,8 +59,10 @@ final class WakeupSignal: Sendable {
                 try? await Task.sleep(for: timeout)
                 return false
             }
-            let signalled = await group.next() ?? false
+            var signalled = await group.next() ?? false
             group.cancelAll()
+            // A signal that arrived while the timer won must not be lost.
+            for await late in group { signalled = signalled || late }
             return signalled
         }
     }

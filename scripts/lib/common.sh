@@ -4,7 +4,7 @@
 
 # Debian packages needed to build (libpq, libsystemd via pkg-config), to run
 # throwaway PostgreSQL clusters, and to query the status socket by hand.
-DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql curl logrotate)
+DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql curl logrotate systemd)
 
 log() {
     printf '==> %s\n' "$*" >&2
