@@ -142,7 +142,7 @@ import TestSupport
         let directory = try temporaryDirectory(prefix: "healthd-journal-stream")
         defer { try? FileManager.default.removeItem(at: directory) }
         let log = directory.appendingPathComponent("stderr.log").path
-        FileManager.default.createFile(atPath: log, contents: nil)
+        #expect(FileManager.default.createFile(atPath: log, contents: nil))
         // The shell opens stderr on the file, then names that file in JOURNAL_STREAM.
         let script = """
             exec 2>>"$1"; stream=$(stat -c '%d:%i' "$1"); JOURNAL_STREAM=$stream exec timeout -s INT 1 "$0" \

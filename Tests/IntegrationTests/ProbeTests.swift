@@ -48,7 +48,8 @@ import TestSupport
         try cluster.thaw()
         #expect(result.failure?.reason == .timeout)
         #expect(result.latency >= .milliseconds(990))
-        #expect(elapsed < .milliseconds(1_500))
+        #expect(result.latency < .milliseconds(1_200))
+        #expect(elapsed < .seconds(3))
         // Thawed, the same server answers again: the timed-out probe left nothing behind.
         #expect(try await probe(cluster.url).ok)
     }
@@ -65,8 +66,9 @@ import TestSupport
             // The probe's own clock: start to verdict. The benchmark holds it to ±20 ms.
             #expect(result.latency < .milliseconds(1_200))
             #expect(result.latency >= .milliseconds(1_000))
-            // Seen from the caller, thread start and scheduling included, on a loaded machine.
-            #expect(elapsed < .milliseconds(1_500))
+            // Seen from the caller: includes this test process's own scheduling, which other
+            // suites running in parallel (blocking on subprocesses) can delay; a sanity bound.
+            #expect(elapsed < .seconds(3))
         }
         let short = try await probe("postgresql://u@127.0.0.1:\(listener.port)/db", timeout: .milliseconds(200))
         #expect(short.failure?.reason == .timeout)
