@@ -45,11 +45,15 @@ final class EventRecorder: Sendable {
 
     /// Stores the event (after any held in memory) together with the state it led to, then
     /// tells operators: alert log, journal.
-    func record(_ event: HealthEvent, memory: DaemonMemory) async {
+    ///
+    /// Returns the events to `announce` (the event, and an overflow event if one was stored):
+    /// the caller publishes the verdict first, so the status socket is not kept waiting on the
+    /// alert log and the journal.
+    func record(_ event: HealthEvent, memory: DaemonMemory) async -> [HealthEvent] {
         unspooled.withLock { $0.append(event) }
         let overflow = await flushToSpool(memory: memory)
-        for recorded in [event] + overflow { await announce(recorded) }
         wakeup.signal()
+        return [event] + overflow
     }
 
     /// Retries events held in memory, and reports drops once the spool has room again; cheap
@@ -72,7 +76,7 @@ final class EventRecorder: Sendable {
 
     /// The alert log line and the journal entry of an event (file and socket I/O: off the
     /// cooperative pool).
-    private func announce(_ event: HealthEvent) async {
+    func announce(_ event: HealthEvent) async {
         let alertLog = alertLog
         let error = await runBlocking { alertLog.append(AlertLine.encode(event)) }
         let previous = store.read().alertLogError

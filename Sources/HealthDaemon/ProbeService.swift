@@ -178,6 +178,7 @@ final class ProbeService: Service {
     /// While the state flaps, per-flip rows give way to one flapping event (see `FlapDetector`).
     private func settle(probe: ProbeResult?, transition: Transition?) async {
         var recorded = false
+        var announcements: [HealthEvent] = []
         var decision: FlapDetector.Decision?
         if let transition { decision = flaps.withLock { $0.transition(transition) } }
         let state = machine.withLock { $0.state }
@@ -187,10 +188,10 @@ final class ProbeService: Service {
         if let transition, let decision {
             switch decision {
             case .record(let transition):
-                await recorder.record(recorder.event(for: transition), memory: memory)
+                announcements += await recorder.record(recorder.event(for: transition), memory: memory)
                 recorded = true
             case .startFlapping(let report):
-                await recorder.record(recorder.flappingEvent(report), memory: memory)
+                announcements += await recorder.record(recorder.flappingEvent(report), memory: memory)
                 store.update { $0.deliveries[transition.id] = .suppressed }
                 recorded = true
             case .suppress:
@@ -198,13 +199,16 @@ final class ProbeService: Service {
             }
         }
         if let settled {
-            await recorder.record(recorder.event(for: settled), memory: memory)
+            announcements += await recorder.record(recorder.event(for: settled), memory: memory)
             store.update { $0.append(settled, limit: transitionHistoryLimit) }
             log(settled)
             recorded = true
         }
         if !recorded { await recorder.retry(memory: memory) }
+        // Durable first (above), then everywhere else: the status socket, then alert log and
+        // journal.
         publish(probe: probe, transition: transition)
+        for event in announcements { await recorder.announce(event) }
         await recorder.remember(memory)
     }
 
