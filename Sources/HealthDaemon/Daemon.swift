@@ -102,11 +102,7 @@ public struct Daemon: Sendable {
             spool: spool, alertLog: alertLog, store: store, logger: logger, origin: origin, wakeup: wakeup
         )
         if let summary = await recorder.spoolSummary() {
-            store.update { snapshot in
-                snapshot.spool.pending = summary.pending
-                snapshot.spool.oldestAt = summary.oldestAt
-                snapshot.spool.dropped = summary.dropped
-            }
+            store.update { $0.spool.apply(summary) }
         }
         let environment = ProcessInfo.processInfo.environment
         let delivery = EventDeliveryService(

@@ -130,11 +130,7 @@ final class EventDeliveryService: Service {
                     snapshot.deliveries[event.event.id] = event.attempts == 0 ? .direct : .spooled
                 }
                 snapshot.spool.lastDeliveryError = nil
-                if let summary {
-                    snapshot.spool.pending = summary.pending
-                    snapshot.spool.oldestAt = summary.oldestAt
-                    snapshot.spool.dropped = summary.dropped
-                }
+                if let summary { snapshot.spool.apply(summary) }
             }
             logger.debug("events delivered", metadata: ["count": "\(batch.count)"])
         }

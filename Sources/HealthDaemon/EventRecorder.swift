@@ -125,7 +125,6 @@ final class EventRecorder: Sendable {
         let origin = origin
         let (outcomes, overflow, failure): ([(UUID, EventDelivery)], HealthEvent?, SpoolError?) = await runBlocking {
             var outcomes: [(UUID, EventDelivery)] = []
-            var overflow: HealthEvent?
             do {
                 for event in queued {
                     switch try spool.append(event, remembering: event.id == newest ? memory : nil) {
@@ -143,11 +142,11 @@ final class EventRecorder: Sendable {
                     outcomes.append((overflow.id, .pending))
                     return (outcomes, overflow, nil)
                 }
-                return (outcomes, overflow, nil)
+                return (outcomes, nil, nil)
             } catch let error as SpoolError {
-                return (outcomes, overflow, error)
+                return (outcomes, nil, error)
             } catch {
-                return (outcomes, overflow, nil)
+                return (outcomes, nil, nil)
             }
         }
         let stored = Set(outcomes.map(\.0))
@@ -167,11 +166,7 @@ final class EventRecorder: Sendable {
             for event in queued where !stored.contains(event.id) && transitions.contains(event.id) {
                 snapshot.deliveries[event.id] = .memory
             }
-            if let summary {
-                snapshot.spool.pending = summary.pending
-                snapshot.spool.oldestAt = summary.oldestAt
-                snapshot.spool.dropped = summary.dropped
-            }
+            if let summary { snapshot.spool.apply(summary) }
             snapshot.spool.inMemory = remaining
             snapshot.spool.degradedReason = failure.map(\.description)
         }

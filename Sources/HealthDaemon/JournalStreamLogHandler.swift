@@ -27,15 +27,12 @@ public struct JournalStreamLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(
-        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?,
-        source: String, file: String, function: String, line: UInt
-    ) {
-        let merged = metadata.merging(explicit ?? [:]) { $1 }
+    public func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
         let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         // One line: a newline inside would become an entry without the priority.
-        let text = "\(message)\(fields.isEmpty ? "" : " " + fields)".map { $0.isNewline ? " " : $0 }
-        let entry = Array("<\(Self.priority(level))>\(String(text))\n".utf8)
+        let text = "\(event.message)\(fields.isEmpty ? "" : " " + fields)".map { $0.isNewline ? " " : $0 }
+        let entry = Array("<\(Self.priority(event.level))>\(String(text))\n".utf8)
         _ = entry.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 

@@ -1,13 +1,13 @@
+import EventSpool
 import HealthCore
-import Synchronization
 
 /// The one place the probe loop publishes to and the status socket reads from. A reply takes
 /// the lock only to copy the snapshot; probes never wait on readers.
 public final class StatusStore: Sendable {
-    private let snapshot: Mutex<StatusSnapshot>
+    private let snapshot: MutexBox<StatusSnapshot>
 
     public init(_ initial: StatusSnapshot) {
-        snapshot = Mutex(initial)
+        snapshot = MutexBox(initial)
     }
 
     public func read() -> StatusSnapshot {
@@ -16,5 +16,14 @@ public final class StatusStore: Sendable {
 
     public func update(_ change: (inout StatusSnapshot) -> Void) {
         snapshot.withLock { change(&$0) }
+    }
+}
+
+extension SpoolStatus {
+    /// The spool's own counts, as last read from it.
+    mutating func apply(_ summary: EventSpool.Summary) {
+        pending = summary.pending
+        oldestAt = summary.oldestAt
+        dropped = summary.dropped
     }
 }
