@@ -24,13 +24,11 @@ public struct Daemon: Sendable {
         metrics: DaemonMetrics? = nil,
         reload: (@Sendable () -> Result<LoadedConfiguration, ConfigurationError>)? = nil
     ) async throws(DaemonStartError) -> Daemon {
-        let target = try parseTarget(
-            configuration.databaseURL, key: .databaseURL, source: databaseURLSource, password: configuration.databasePassword
-        )
-        var eventsTarget = target
-        if let eventsURL = configuration.eventsDatabaseURL {
-            eventsTarget = try parseTarget(eventsURL, key: .eventsDatabaseURL, source: eventsURLSource)
-        }
+        let targets = try Targets(LoadedConfiguration(
+            configuration: configuration, databaseURLSource: databaseURLSource, eventsURLSource: eventsURLSource
+        ))
+        let target = targets.probed
+        let eventsTarget = targets.events
 
         // The spool is opened before anything runs: events and state must have a home.
         let spool: EventSpool
@@ -154,14 +152,33 @@ public struct Daemon: Sendable {
     }
 }
 
-func parseTarget(
-    _ url: String?, key: ConfigKey, source: String?, password: String? = nil
-) throws(DaemonStartError) -> ConnectionTarget? {
-    guard let url else { return nil }
-    do {
-        return try ConnectionTarget.parse(url, password: password)
-    } catch {
-        throw .configuration(ConfigurationError(code: .invalidValue, key: key.rawValue, source: source, message: error.description))
+/// The databases a configuration names, parsed by libpq: the probed one, and the one events go
+/// to (the probed one unless another is configured). At start and at every reload.
+struct Targets {
+    var probed: ConnectionTarget?
+    var events: ConnectionTarget?
+
+    init(_ loaded: LoadedConfiguration) throws(DaemonStartError) {
+        let configuration = loaded.configuration
+        probed = try Self.parse(
+            configuration.databaseURL, key: .databaseURL, source: loaded.databaseURLSource,
+            password: configuration.databasePassword
+        )
+        events = probed
+        if let eventsURL = configuration.eventsDatabaseURL {
+            events = try Self.parse(eventsURL, key: .eventsDatabaseURL, source: loaded.eventsURLSource)
+        }
+    }
+
+    private static func parse(
+        _ url: String?, key: ConfigKey, source: String?, password: String? = nil
+    ) throws(DaemonStartError) -> ConnectionTarget? {
+        guard let url else { return nil }
+        do {
+            return try ConnectionTarget.parse(url, password: password)
+        } catch {
+            throw .configuration(ConfigurationError(code: .invalidValue, key: key.rawValue, source: source, message: error.description))
+        }
     }
 }
 

@@ -75,17 +75,14 @@ final class ReloadService: Service {
         case .failure(let error): return .failure(.configuration(error))
         }
         let new = loaded.configuration
-        let target: ConnectionTarget?
-        var eventsTarget: ConnectionTarget?
+        let targets: Targets
         do {
-            target = try parseTarget(new.databaseURL, key: .databaseURL, source: loaded.databaseURLSource, password: new.databasePassword)
-            eventsTarget = target
-            if let eventsURL = new.eventsDatabaseURL {
-                eventsTarget = try parseTarget(eventsURL, key: .eventsDatabaseURL, source: loaded.eventsURLSource)
-            }
+            targets = try Targets(loaded)
         } catch {
             return .failure(error)
         }
+        let target = targets.probed
+        let eventsTarget = targets.events
         let old = current.withLock { $0 }
         if old.alertLogPath != new.alertLogPath, let error = AlertLog.checkWritable(new.alertLogPath) {
             return .failure(.configuration(ConfigurationError(
