@@ -56,6 +56,29 @@ public final class AlertLog: Sendable {
         }
     }
 
+    /// The end of the file at the path (at most `bytes` of it), from the first whole line; `nil`
+    /// if it cannot be read. How a restart tells which events were already announced.
+    public func tail(bytes: Int) -> String? {
+        let path = path
+        let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { return nil }
+        let start = max(0, Int(info.st_size) - bytes)
+        var buffer = [UInt8](repeating: 0, count: Int(info.st_size) - start)
+        var filled = 0
+        while filled < buffer.count {
+            let count = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + filled, $0.count - filled, off_t(start + filled)) }
+            guard count > 0 else { break }
+            filled += count
+        }
+        var text = buffer.prefix(filled)
+        // Starting mid-file: the first line is cut, drop it.
+        if start > 0, let newline = text.firstIndex(of: UInt8(ascii: "\n")) { text = text[(newline + 1)...] }
+        return String(decoding: text, as: UTF8.self)
+    }
+
     /// `nil` if `path` can be opened for appending (created if missing), else why not.
     public static func checkWritable(_ path: String) -> String? {
         let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)

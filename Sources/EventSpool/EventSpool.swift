@@ -16,9 +16,12 @@ public final class EventSpool: Sendable {
     public let limit: Int
     private let queue: DatabaseQueue
 
-    /// Opens (or creates) the spool in `directory`. A file that is not a readable SQLite database
-    /// is moved aside (`spool.sqlite3.corrupt-<time>`), never deleted, and a new spool started;
-    /// `recoveredFrom` names the moved file.
+    /// Opens (or creates) the spool in `directory`.
+    ///
+    /// A file SQLite cannot read as a whole is moved aside (`spool.sqlite3.corrupt-<time>`, never
+    /// deleted nor altered), a new spool is started, and every event that can still be read
+    /// intact from the old file is copied into it. Rows that fail their checksum are moved to
+    /// `damaged_events`. `recovery` says what was found.
     public init(directory: String, limit: Int) throws(SpoolError) {
         path = directory + "/" + Self.fileName
         self.limit = limit
@@ -27,27 +30,50 @@ public final class EventSpool: Sendable {
         } catch {
             throw SpoolError(operation: "create \(directory)", underlying: error)
         }
+        (queue, recovery) = try Self.openRecovering(path)
+    }
+
+    private static func openRecovering(_ path: String) throws(SpoolError) -> (DatabaseQueue, Recovery?) {
+        // SQLite takes an empty file for a new database; but every spool this daemon opened has
+        // its header written at once (the migrations), so an empty one was truncated, and how
+        // much it held is unknown.
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
         do {
-            queue = try Self.open(path)
-            recoveredFrom = nil
+            if size == 0 { throw DatabaseError(resultCode: .SQLITE_NOTADB, message: "empty file") }
+            let queue = try open(path)
+            let quarantined = try quarantineDamagedRows(queue)
+            return (queue, quarantined > 0 ? Recovery(movedAsideTo: nil, salvaged: 0, damaged: quarantined) : nil)
         } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
             let aside = path + ".corrupt-" + Timestamp.format(Date()).replacing(":", with: "")
             for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
                 try? FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
             }
+            let salvage = salvage(from: aside)
             do {
-                queue = try Self.open(path)
+                let queue = try open(path)
+                try queue.write { db in try restore(salvage, into: db) }
+                return (queue, Recovery(movedAsideTo: aside, salvaged: salvage.rows.count, damaged: salvage.damaged))
             } catch {
                 throw SpoolError(operation: "open \(path)", underlying: error)
             }
-            recoveredFrom = aside
         } catch {
             throw SpoolError(operation: "open \(path)", underlying: error)
         }
     }
 
-    /// Set when a corrupt spool was moved aside at open.
-    public let recoveredFrom: String?
+    /// What opening the spool found damaged, if anything.
+    public let recovery: Recovery?
+
+    public struct Recovery: Sendable, Equatable {
+        /// Where a file SQLite could not read was moved, if one was.
+        public var movedAsideTo: String?
+        /// Events read back intact from that file into the new spool.
+        public var salvaged: Int
+        /// Events that could not be read intact (a row that fails its checksum, a page that
+        /// cannot be read); `nil` when the file was unreadable as a whole, so the number is
+        /// unknown.
+        public var damaged: Int?
+    }
 
     private static func open(_ path: String) throws -> DatabaseQueue {
         var configuration = Configuration()
@@ -85,6 +111,22 @@ public final class EventSpool: Sendable {
                 CREATE TABLE daemon_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                 """)
         }
+        // An event leaves the spool once it is both in the database and announced (alert log,
+        // journal): a crash between storing an event and announcing it must not lose the alert
+        // line, even if delivery was quicker than the announcement. Rows of v1 were announced
+        // right after they were stored, hence the default. Each row carries a checksum of its
+        // content, so that a damaged row is never delivered as if it were an event.
+        migrator.registerMigration("v2") { db in
+            try db.execute(sql: """
+                ALTER TABLE events ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
+                ALTER TABLE events ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE events ADD COLUMN checksum TEXT;
+                CREATE TABLE damaged_events (
+                    seq INTEGER, id, kind, severity, observed_at, payload, origin, summary, checksum,
+                    found_at TEXT NOT NULL
+                );
+                """)
+        }
         return migrator
     }
 
@@ -102,7 +144,7 @@ public final class EventSpool: Sendable {
     public func append(_ event: HealthEvent, remembering memory: DaemonMemory? = nil) throws(SpoolError) -> AppendOutcome {
         try write("append an event") { db in
             if let memory { try Self.setState(db, "memory", memory) }
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0
+            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE delivered = 0") ?? 0
             if pending >= limit && event.kind != .spoolOverflow {
                 var drops = try Self.drops(db)
                 drops.count += 1
@@ -111,16 +153,7 @@ public final class EventSpool: Sendable {
                 try Self.setState(db, "drops", drops)
                 return .dropped
             }
-            try db.execute(
-                sql: """
-                    INSERT INTO events (id, kind, severity, observed_at, payload, origin, summary)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    event.id.uuidString.lowercased(), event.kind.rawValue, event.severity.rawValue,
-                    Timestamp.format(event.observedAt), event.payload, try Self.json(event.origin), event.summary,
-                ]
-            )
+            try Self.insert(event, into: db)
             return .stored(seq: db.lastInsertedRowID)
         }
     }
@@ -137,59 +170,65 @@ public final class EventSpool: Sendable {
     public func reportDrops(_ make: @Sendable (Drops) -> HealthEvent) throws(SpoolError) -> HealthEvent? {
         try write("record dropped events") { db in
             let drops = try Self.drops(db)
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0
+            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE delivered = 0") ?? 0
             guard drops.count > 0, pending < limit else { return nil }
             let event = make(drops)
-            try db.execute(
-                sql: "INSERT INTO events (id, kind, severity, observed_at, payload, origin, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arguments: [
-                    event.id.uuidString.lowercased(), event.kind.rawValue, event.severity.rawValue,
-                    Timestamp.format(event.observedAt), event.payload, try Self.json(event.origin), event.summary,
-                ]
-            )
+            try Self.insert(event, into: db)
             try Self.setState(db, "drops", Drops())
             return event
         }
     }
 
-    /// The oldest pending events, in the order they were appended.
+    /// The oldest events not yet in the database, in the order they were appended.
     public func pending(limit: Int) throws(SpoolError) -> [SpooledEvent] {
         try read("read pending events") { db in
-            try Row.fetchAll(
-                db,
-                sql: "SELECT seq, id, kind, severity, observed_at, payload, origin, summary, attempts FROM events ORDER BY seq LIMIT ?",
-                arguments: [limit]
-            ).compactMap { row -> SpooledEvent? in
-                // Ids are written by the daemon itself; one that does not parse is damage, and
-                // inventing a new one would defeat ON CONFLICT. Such a row is skipped (and left).
-                guard let id = UUID(uuidString: row["id"]) else { return nil }
-                let origin = (try? JSONDecoder().decode(HealthEvent.Origin.self, from: Data((row["origin"] as String).utf8)))
-                    ?? HealthEvent.Origin(host: "unknown", pid: 0, version: "unknown")
-                let event = HealthEvent(
-                    id: id,
-                    kind: HealthEvent.Kind(rawValue: row["kind"]) ?? .transition,
-                    severity: HealthEvent.Severity(rawValue: row["severity"]) ?? .info,
-                    observedAt: Timestamp.parse(row["observed_at"]) ?? Date(timeIntervalSince1970: 0),
-                    payload: row["payload"], origin: origin, summary: row["summary"]
-                )
-                return SpooledEvent(seq: row["seq"], event: event, attempts: row["attempts"])
+            try Self.events(db, where: "delivered = 0", limit: limit)
+        }
+    }
+
+    /// Events stored but not yet announced (a crash came between), oldest first.
+    public func unannounced() throws(SpoolError) -> [SpooledEvent] {
+        try read("read unannounced events") { db in
+            try Self.events(db, where: "announced = 0", limit: Int.max)
+        }
+    }
+
+    /// The event's alert-log line and journal entry were written: once it is also in the
+    /// database, its row can go.
+    public func markAnnounced(_ ids: [UUID]) throws(SpoolError) {
+        guard !ids.isEmpty else { return }
+        try write("mark events announced") { db in
+            for id in ids {
+                let key = id.uuidString.lowercased()
+                try db.execute(sql: "DELETE FROM events WHERE id = ? AND delivered = 1", arguments: [key])
+                try db.execute(sql: "UPDATE events SET announced = 1 WHERE id = ?", arguments: [key])
             }
         }
+    }
+
+    private static func events(_ db: Database, where condition: String, limit: Int) throws -> [SpooledEvent] {
+        // Damaged rows were moved out at open; one that fails its checks now (the file changed
+        // under the daemon) is skipped and left where it is, never delivered.
+        try Row.fetchAll(db, sql: "SELECT * FROM events WHERE \(condition) ORDER BY seq LIMIT ?", arguments: [limit])
+            .compactMap(StoredRow.init)
+            .map { SpooledEvent(seq: $0.seq, event: $0.event, attempts: $0.attempts) }
     }
 
     /// Counts a failed delivery attempt against every pending event: none of them can reach the
     /// table at the first attempt any more, so each is `spooled` when it does.
     public func recordFailedAttempt() throws(SpoolError) {
         try write("record a failed delivery") { db in
-            try db.execute(sql: "UPDATE events SET attempts = attempts + 1 WHERE attempts = 0")
+            try db.execute(sql: "UPDATE events SET attempts = attempts + 1 WHERE attempts = 0 AND delivered = 0")
         }
     }
 
-    /// Removes events the database has committed: the oldest, up to and including `throughSeq`
-    /// (batches are always the oldest pending events).
+    /// Marks events the database has committed: the oldest pending, up to and including
+    /// `throughSeq` (batches are always the oldest pending events). Announced ones are removed;
+    /// the others stay, delivered, until they are announced.
     public func remove(throughSeq: Int64) throws(SpoolError) {
         try write("remove delivered events") { db in
-            try db.execute(sql: "DELETE FROM events WHERE seq <= ?", arguments: [throughSeq])
+            try db.execute(sql: "DELETE FROM events WHERE seq <= ? AND announced = 1", arguments: [throughSeq])
+            try db.execute(sql: "UPDATE events SET delivered = 1 WHERE seq <= ?", arguments: [throughSeq])
         }
     }
 
@@ -201,8 +240,8 @@ public final class EventSpool: Sendable {
 
     public func summary() throws(SpoolError) -> Summary {
         try read("summarise the spool") { db in
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0
-            let oldest = try String.fetchOne(db, sql: "SELECT observed_at FROM events ORDER BY seq LIMIT 1")
+            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE delivered = 0") ?? 0
+            let oldest = try String.fetchOne(db, sql: "SELECT observed_at FROM events WHERE delivered = 0 ORDER BY seq LIMIT 1")
             return Summary(pending: pending, oldestAt: oldest.flatMap(Timestamp.parse), dropped: try Self.drops(db).count)
         }
     }
@@ -220,6 +259,25 @@ public final class EventSpool: Sendable {
 
     // MARK: - Helpers
 
+    /// Stores an event with its checksum: not yet announced, not yet delivered.
+    /// `seq`: where a salvaged event was; a new one gets the next.
+    static func insert(
+        _ event: HealthEvent, into db: Database, announced: Bool = false, delivered: Bool = false, attempts: Int = 0,
+        seq: Int64? = nil
+    ) throws {
+        let fields = try StoredFields(event)
+        try db.execute(
+            sql: """
+                INSERT INTO events (seq, id, kind, severity, observed_at, payload, origin, summary, checksum, announced, delivered, attempts)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                seq, fields.id, fields.kind, fields.severity, fields.observedAt, fields.payload, fields.origin, fields.summary,
+                fields.checksum, announced ? 1 : 0, delivered ? 1 : 0, attempts,
+            ]
+        )
+    }
+
     private func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(SpoolError) -> T {
         do {
             return try queue.write(body)
@@ -236,25 +294,25 @@ public final class EventSpool: Sendable {
         }
     }
 
-    private static func drops(_ db: Database) throws -> Drops {
+    static func drops(_ db: Database) throws -> Drops {
         try state(db, "drops", as: Drops.self) ?? Drops()
     }
 
-    private static func state<T: Decodable>(_ db: Database, _ key: String, as type: T.Type) throws -> T? {
+    static func state<T: Decodable>(_ db: Database, _ key: String, as type: T.Type) throws -> T? {
         guard let text = try String.fetchOne(db, sql: "SELECT value FROM daemon_state WHERE key = ?", arguments: [key]) else {
             return nil
         }
         return try JSONDecoder().decode(type, from: Data(text.utf8))
     }
 
-    private static func setState(_ db: Database, _ key: String, _ value: some Encodable) throws {
+    static func setState(_ db: Database, _ key: String, _ value: some Encodable) throws {
         try db.execute(
             sql: "INSERT INTO daemon_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             arguments: [key, try json(value)]
         )
     }
 
-    private static func json(_ value: some Encodable) throws -> String {
+    static func json(_ value: some Encodable) throws -> String {
         String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
     }
 }

@@ -8,6 +8,7 @@ public struct HealthEvent: Sendable, Equatable, Identifiable {
         case transition = "database.health.transition"
         case flapping = "database.health.flapping"
         case spoolOverflow = "database.health.spool_overflow"
+        case spoolDamaged = "database.health.spool_damaged"
     }
 
     public enum Severity: String, Sendable, Codable {
@@ -91,6 +92,20 @@ public struct HealthEvent: Sendable, Equatable, Identifiable {
         )
     }
 
+    /// The spool file was found damaged at start: how many events were kept and how many were
+    /// not (`nil`: unknown, the file was unreadable as a whole).
+    public static func spoolDamaged(
+        id: UUID, salvaged: Int, damaged: Int?, movedAsideTo: String?, at now: Date, origin: Origin
+    ) -> HealthEvent {
+        let payload = DamagePayload(salvaged: salvaged, damaged: damaged, movedAsideTo: movedAsideTo)
+        let lost = damaged.map { "\($0) events unreadable" } ?? "an unknown number of events unreadable"
+        return HealthEvent(
+            id: id, kind: .spoolDamaged, severity: .critical, observedAt: now, payload: EventJSON.encode(payload),
+            origin: origin, summary: "event spool was damaged: \(salvaged) events recovered, \(lost)"
+                + (movedAsideTo.map { "; the damaged file is kept at \($0)" } ?? "; damaged rows kept in damaged_events")
+        )
+    }
+
     /// The row's `metadata`, completed at insert time.
     public func metadata(delivery: Delivery, seq: Int64) -> String {
         EventJSON.encode(Metadata(host: origin.host, pid: origin.pid, version: origin.version, delivery: delivery.rawValue, seq: seq))
@@ -152,6 +167,25 @@ struct OverflowPayload: Encodable {
     enum CodingKeys: String, CodingKey {
         case dropped, limit
         case firstDroppedAt = "first_dropped_at", lastDroppedAt = "last_dropped_at"
+    }
+}
+
+struct DamagePayload: Encodable {
+    var salvaged: Int
+    var damaged: Int?
+    var movedAsideTo: String?
+
+    enum CodingKeys: String, CodingKey {
+        case salvaged, damaged
+        case movedAsideTo = "moved_aside_to"
+    }
+
+    // Every key present, null when unknown.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(salvaged, forKey: .salvaged)
+        try container.encode(damaged, forKey: .damaged)
+        try container.encode(movedAsideTo, forKey: .movedAsideTo)
     }
 }
 

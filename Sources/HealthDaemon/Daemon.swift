@@ -43,8 +43,17 @@ public struct Daemon: Sendable {
         case .success(let opened): (spool, remembered) = opened
         case .failure(let error): throw .spool(error)
         }
-        if let aside = spool.recoveredFrom {
-            logger.error("the spool was damaged and has been moved aside; a new one was started", metadata: ["moved_to": "\(aside)"])
+        if let recovery = spool.recovery {
+            var metadata: Logger.Metadata = [
+                "salvaged": "\(recovery.salvaged)", "damaged": "\(recovery.damaged.map(String.init) ?? "unknown")",
+            ]
+            if let aside = recovery.movedAsideTo { metadata["moved_to"] = "\(aside)" }
+            logger.error(
+                recovery.movedAsideTo == nil
+                    ? "the spool held damaged rows: they were moved to its damaged_events table"
+                    : "the spool was damaged and has been moved aside; its intact events were copied into a new one",
+                metadata: metadata
+            )
         }
 
         let store = StatusStore(StatusSnapshot(

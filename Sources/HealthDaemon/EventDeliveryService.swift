@@ -137,29 +137,3 @@ final class EventDeliveryService: Service {
         return .success(())
     }
 }
-
-/// Faults the test suite injects into a real daemon. Debug builds only: release binaries carry
-/// none of this.
-enum FaultInjection {
-    /// `DREAMNET_HEALTHD_FAULT=exit-after-commit`: die right after the database committed a
-    /// batch and before the spool forgets it, as a kill -9 there would.
-    static func afterCommit() {
-        #if DEBUG
-        if getenv("DREAMNET_HEALTHD_FAULT").map({ String(cString: $0) }) == "exit-after-commit" {
-            _exit(86)
-        }
-        #endif
-    }
-
-    /// `DREAMNET_HEALTHD_FAULT=stall-probe-loop-after=N`: after N probes the probe loop blocks
-    /// for good, as a deadlock would; the watchdog pings stop with it.
-    static func stallProbeLoop(after probes: Int) {
-        #if DEBUG
-        guard let value = getenv("DREAMNET_HEALTHD_FAULT").map({ String(cString: $0) }),
-              value.hasPrefix("stall-probe-loop-after="),
-              let limit = Int(value.dropFirst("stall-probe-loop-after=".count)), probes >= limit
-        else { return }
-        while true { sleep(3_600) }
-        #endif
-    }
-}

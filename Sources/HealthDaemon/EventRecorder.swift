@@ -77,8 +77,10 @@ final class EventRecorder: Sendable {
     /// The alert log line and the journal entry of an event (file and socket I/O: off the
     /// cooperative pool).
     func announce(_ event: HealthEvent) async {
+        FaultInjection.beforeAnnounce()
         let alertLog = alertLog
         let error = await runBlocking { alertLog.append(AlertLine.encode(event)) }
+        FaultInjection.afterAlertLine()
         let previous = store.read().alertLogError
         store.update { $0.alertLogError = error }
         if let error, error != previous {
@@ -100,9 +102,56 @@ final class EventRecorder: Sendable {
         }
         let messageID = event.kind == .transition ? SystemdJournal.transitionMessageID : SystemdJournal.recordKeepingMessageID
         let fieldList = fields
-        await runBlocking {
+        let spool = spool
+        let marked = await runBlocking {
             SystemdJournal.send(message: event.summary, priority: priority, messageID: messageID, fields: fieldList)
+            return Result { () throws(SpoolError) in try spool.markAnnounced([event.id]) }
         }
+        if case .failure(let error) = marked {
+            // Harmless for now: the row stays, and a restart checks the alert log before
+            // announcing it again.
+            logger.warning("could not mark an event announced", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// At start, before any new event: announces what a crash left unannounced, then records
+    /// damage the spool found when it was opened.
+    func recoverAtStart(memory: DaemonMemory) async {
+        await announceLeftovers()
+        if let recovery = spool.recovery {
+            let report = HealthEvent.spoolDamaged(
+                id: UUID(), salvaged: recovery.salvaged, damaged: recovery.damaged, movedAsideTo: recovery.movedAsideTo,
+                at: Date(), origin: origin
+            )
+            for event in await record(report, memory: memory) { await announce(event) }
+        }
+    }
+
+    /// Announces events a crash left stored but unannounced (the daemon died between the
+    /// spool's commit and the alert log): each once, checking the end of the alert log for
+    /// the ones whose line was written before the crash.
+    private func announceLeftovers() async {
+        let spool = spool
+        let alertLog = alertLog
+        let (leftovers, tail) = await runBlocking { ((try? spool.unannounced()) ?? [], alertLog.tail(bytes: 1 << 20)) }
+        guard !leftovers.isEmpty else { return }
+        let written = Set((tail ?? "").split(separator: "\n").compactMap { AlertLine.id(of: String($0)) })
+        var announced = 0
+        for spooled in leftovers {
+            let id = spooled.event.id.uuidString.lowercased()
+            if written.contains(id) {
+                let result = await runBlocking { Result { () throws(SpoolError) in try spool.markAnnounced([spooled.event.id]) } }
+                if case .failure(let error) = result {
+                    logger.warning("could not mark an event announced", metadata: ["error": "\(error)"])
+                }
+            } else {
+                await announce(spooled.event)
+                announced += 1
+            }
+        }
+        logger.notice("events stored before the last stop were announced now", metadata: [
+            "stored": "\(leftovers.count)", "announced": "\(announced)",
+        ])
     }
 
     /// Saves the verdict and counters when they changed. Not while events wait in memory: the

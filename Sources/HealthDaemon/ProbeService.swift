@@ -74,6 +74,8 @@ final class ProbeService: Service {
     }
 
     func run() async throws {
+        // Before any new event, so that the alert log keeps the order of the spool.
+        await recorder.recoverAtStart(memory: memory)
         do {
             // STOPPING=1 as soon as shutdown begins, not once it is over; the running probe is
             // cancelled at once rather than left to run out its deadline.

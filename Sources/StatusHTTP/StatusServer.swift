@@ -90,7 +90,7 @@ public final class StatusServer: Sendable {
         respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
     ) async throws(StatusServerError) -> StatusServer {
         do {
-            let channel = try await makeBootstrap(group: group, respond: respond).withBoundSocket(descriptor: descriptor).get()
+            let channel = try await makeBootstrap(group: group, respond: respond).withBoundSocket(descriptor).get()
             return StatusServer(path: path, channel: channel, identity: nil)
         } catch {
             throw StatusServerError(code: .bindFailed, path: path, detail: "adopting descriptor \(descriptor): \(error)")

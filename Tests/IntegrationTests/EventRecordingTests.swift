@@ -112,6 +112,36 @@ import TestSupport
         #expect(Set(ids) == Set(spooled))
     }
 
+    /// A crash between storing an event and writing its alert-log line (the line is written at
+    /// the restart), and one right after the line (it is not written again): the alert log and
+    /// the table each hold the event once.
+    @Test(arguments: [("exit-before-announce", Int32(87)), ("exit-after-alert-line", Int32(88))])
+    func aCrashAroundTheAlertLineLosesAndRepeatsNothing(fault: String, status: Int32) async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let directory = try temporaryDirectory(prefix: "healthd-announce")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let state = directory.appendingPathComponent("state").path
+        let alertLog = directory.appendingPathComponent("alerts.log").path
+        let arguments = fast + ["--database-url", cluster.url, "--alert-log", alertLog]
+        let crashing = try BackgroundProcess(Binaries.daemon, [
+            "--socket", directory.appendingPathComponent("first.sock").path, "--state-dir", state,
+        ] + arguments, environment: ["DREAMNET_HEALTHD_FAULT": fault], removing: ["DATABASE_URL"])
+        #expect(crashing.waitForExit(timeout: .seconds(30)) == status, "\(crashing.output())")
+        let linesBefore = (try? String(contentsOfFile: alertLog, encoding: .utf8))?.split(separator: "\n") ?? []
+        #expect(linesBefore.count == (fault == "exit-before-announce" ? 0 : 1))
+
+        let daemon = try RunningDaemon(arguments, stateDirectory: state)
+        _ = try #require(try await daemon.waitFor(.healthy))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
+        let ids = try rows(cluster).map { $0[0] }
+        #expect(ids.count == 1)
+        let lines = try String(contentsOfFile: alertLog, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(lines.compactMap(AlertLine.id(of:)) == ids)
+        // Restored in the state it was stored with: the restart itself is no transition.
+        #expect(try await daemon.status().transitions == 0)
+    }
+
     /// Must-show 4: no INSERT privilege, a read-only role, a dropped table: events stay spooled
     /// with a clear error and are delivered after the fix.
     @Test func privilegeReadOnlyAndDroppedTableFaultsKeepEventsSpooled() async throws {
@@ -254,7 +284,11 @@ import TestSupport
         #expect(try Data(contentsOf: URL(fileURLWithPath: state + "/" + moved[0])) == garbage)
         #expect(daemon.process.output().contains("moved aside"))
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
-        #expect(try rows(cluster).count == 1)
+        // The damage is on record, before the first transition.
+        let types = try cluster.psql("SELECT event_type || ':' || coalesce(payload->>'damaged', '-') FROM system_events ORDER BY timestamp")
+        #expect(types.split(separator: "\n") == ["database.health.spool_damaged:-", "database.health.transition:-"])
+        let alerts = try String(contentsOfFile: daemon.alertLogPath, encoding: .utf8)
+        #expect(alerts.contains("event spool was damaged: 0 events recovered, an unknown number of events unreadable"))
     }
 
     /// SIGTERM with events spooled and the database back: one last delivery before exit 0.
