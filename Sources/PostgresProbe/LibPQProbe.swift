@@ -25,7 +25,10 @@ enum LibPQProbe {
         case .failure(let stop): return clock.stopped(stop)
         }
         clock.enter(.query)
-        switch session.execute("SELECT 1", until: clock.deadline) {
+        // The simple protocol: with the extended one, a session's first `SELECT 1` waits on a
+        // lock on pg_namespace (VACUUM FULL pg_namespace, say), and every probe would leave one
+        // more stuck backend behind it until the lock goes; with the simple protocol it does not.
+        switch session.executeScript("SELECT 1", until: clock.deadline) {
         case .failure(let stop):
             return clock.stopped(stop)
         case .success(let rows) where rows.values == [["1"]]:

@@ -17,11 +17,20 @@ final class PGSession {
     private let connection: OpaquePointer
     private let scrubber: SecretScrubber
     private let cancellation: ProbeCancellation
+    private let notices = ServerNotices()
 
     private init(connection: OpaquePointer, scrubber: SecretScrubber, cancellation: ProbeCancellation) {
         self.connection = connection
         self.scrubber = scrubber
         self.cancellation = cancellation
+        // Server messages that arrive outside a statement (a FATAL sent to an idle session, a
+        // NOTICE) go to this receiver, not to libpq's default one, which prints them, unscrubbed,
+        // on stderr. The session owns `notices` and outlives the connection's callbacks: PQfinish
+        // runs first in deinit.
+        PQsetNoticeReceiver(connection, { context, result in
+            guard let context, let result else { return }
+            Unmanaged<ServerNotices>.fromOpaque(context).takeUnretainedValue().receive(result)
+        }, Unmanaged.passUnretained(notices).toOpaque())
     }
 
     deinit {
@@ -85,6 +94,16 @@ final class PGSession {
         let sent: Int32 = withCStrings(parameters) { values in
             PQsendQueryParams(connection, sql, Int32(parameters.count), nil, values, nil, nil, 0)
         }
+        return finish(sent: sent, until: deadline)
+    }
+
+    /// Runs several statements, without parameters, as one simple query: one round trip and
+    /// one implicit transaction. The rows are those of the last statement.
+    func executeScript(_ sql: String, until deadline: ContinuousClock.Instant) -> Result<Rows, Stop> {
+        finish(sent: PQsendQuery(connection, sql), until: deadline)
+    }
+
+    private func finish(sent: Int32, until deadline: ContinuousClock.Instant) -> Result<Rows, Stop> {
         guard sent == 1 else { return .failure(connectionFailure()) }
         while true {
             let flushed = PQflush(connection)
@@ -101,7 +120,7 @@ final class PGSession {
         while true {
             while PQisBusy(connection) == 1 {
                 if let stop = wait(POLLIN, until: deadline) { return .failure(stop) }
-                guard PQconsumeInput(connection) == 1 else { return .failure(connectionFailure()) }
+                guard PQconsumeInput(connection) == 1 else { return .failure(lostConnectionFailure()) }
             }
             guard let result = PQgetResult(connection) else { break }
             defer { PQclear(result) }
@@ -122,6 +141,26 @@ final class PGSession {
                 PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
             }
         }
+    }
+
+    /// The connection broke while a statement ran. A server that ends a session says why
+    /// first (57P01 terminated by an administrator, 57P02 crash, 57P03 shutting down); that
+    /// message may already be parsed even though the read that followed it failed, and it says
+    /// more than "server closed the connection".
+    private func lostConnectionFailure() -> Stop {
+        // A FATAL that arrived while the session was idle, just before the query: libpq passed
+        // it to the notice receiver, not to a result.
+        if let fatal = notices.fatal {
+            let message = scrubber.scrub(FailureClassifier.tidy(fatal.message))
+            return .failed(FailureClassifier.reason(sqlstate: fatal.sqlstate, message: message), sqlstate: fatal.sqlstate, message: message)
+        }
+        let generic = connectionFailure()
+        guard PQisBusy(connection) == 0, let result = PQgetResult(connection) else { return generic }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_FATAL_ERROR, PQresultErrorField(result, Int32(UInt8(ascii: "C"))) != nil else {
+            return generic
+        }
+        return resultFailure(result)
     }
 
     private func resultFailure(_ result: OpaquePointer) -> Stop {
@@ -165,6 +204,19 @@ final class PGSession {
             return .auth
         default: return .connect
         }
+    }
+}
+
+/// What the server said outside a statement; only a session-ending message is kept.
+private final class ServerNotices {
+    private(set) var fatal: (sqlstate: String, message: String)?
+
+    func receive(_ result: OpaquePointer) {
+        let field = { (code: Character) in PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) } }
+        guard let severity = field("V"), severity == "FATAL" || severity == "PANIC",
+              let sqlstate = field("C"), let message = field("M")
+        else { return }
+        fatal = (sqlstate, message)
     }
 }
 
