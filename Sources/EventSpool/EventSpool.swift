@@ -141,9 +141,20 @@ public final class EventSpool: Sendable {
     /// a full spool reports itself.
     /// `memory`, if given, is saved in the same transaction: the event and the state it led to
     /// are durable together, so a restart can neither lose nor repeat the transition.
-    public func append(_ event: HealthEvent, remembering memory: DaemonMemory? = nil) throws(SpoolError) -> AppendOutcome {
+    ///
+    /// Appending an event that is already stored changes nothing: a commit whose fsync failed
+    /// may still have reached the file, and the caller, told it failed, appends it again.
+    /// `announced`: its alert-log line was written while it waited in memory.
+    public func append(
+        _ event: HealthEvent, remembering memory: DaemonMemory? = nil, announced: Bool = false
+    ) throws(SpoolError) -> AppendOutcome {
         try write("append an event") { db in
             if let memory { try Self.setState(db, "memory", memory) }
+            let id = event.id.uuidString.lowercased()
+            if let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM events WHERE id = ?", arguments: [id]) {
+                if announced { try db.execute(sql: "UPDATE events SET announced = 1 WHERE id = ?", arguments: [id]) }
+                return .stored(seq: seq)
+            }
             let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE delivered = 0") ?? 0
             if pending >= limit && event.kind != .spoolOverflow {
                 var drops = try Self.drops(db)
@@ -153,7 +164,7 @@ public final class EventSpool: Sendable {
                 try Self.setState(db, "drops", drops)
                 return .dropped
             }
-            try Self.insert(event, into: db)
+            try Self.insert(event, into: db, announced: announced)
             return .stored(seq: db.lastInsertedRowID)
         }
     }

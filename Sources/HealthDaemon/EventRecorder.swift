@@ -21,6 +21,9 @@ final class EventRecorder: Sendable {
     private let alertLog: AlertLog
     /// Events the spool could not take yet, oldest first.
     private let unspooled = MutexBox<[HealthEvent]>([])
+    /// Events announced while they waited in memory: stored as announced when the spool takes
+    /// them, so that their rows can go once delivered.
+    private let announcedUnspooled = MutexBox<Set<UUID>>([])
     private let lastMemory = MutexBox<DaemonMemory?>(nil)
 
     init(
@@ -103,6 +106,9 @@ final class EventRecorder: Sendable {
         let messageID = event.kind == .transition ? SystemdJournal.transitionMessageID : SystemdJournal.recordKeepingMessageID
         let fieldList = fields
         let spool = spool
+        unspooled.withLock { queue in
+            if queue.contains(where: { $0.id == event.id }) { announcedUnspooled.withLock { _ = $0.insert(event.id) } }
+        }
         let marked = await runBlocking {
             SystemdJournal.send(message: event.summary, priority: priority, messageID: messageID, fields: fieldList)
             return Result { () throws(SpoolError) in try spool.markAnnounced([event.id]) }
@@ -169,6 +175,7 @@ final class EventRecorder: Sendable {
     /// Returns overflow events it recorded. `memory` is saved with the newest event.
     private func flushToSpool(memory: DaemonMemory) async -> [HealthEvent] {
         let queued = unspooled.withLock { $0 }
+        let announced = announcedUnspooled.withLock { $0 }
         let newest = queued.last?.id
         let spool = spool
         let origin = origin
@@ -176,7 +183,9 @@ final class EventRecorder: Sendable {
             var outcomes: [(UUID, EventDelivery)] = []
             do {
                 for event in queued {
-                    switch try spool.append(event, remembering: event.id == newest ? memory : nil) {
+                    switch try spool.append(
+                        event, remembering: event.id == newest ? memory : nil, announced: announced.contains(event.id)
+                    ) {
                     case .stored: outcomes.append((event.id, .pending))
                     case .dropped: outcomes.append((event.id, .dropped))
                     }
@@ -201,6 +210,7 @@ final class EventRecorder: Sendable {
         let stored = Set(outcomes.map(\.0))
         let remaining = unspooled.withLock { queue -> Int in
             queue.removeAll { stored.contains($0.id) }
+            announcedUnspooled.withLock { $0.subtract(stored) }
             return queue.count
         }
         let summary = await spoolSummary()
