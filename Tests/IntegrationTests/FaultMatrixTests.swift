@@ -233,4 +233,168 @@ func backendTitles() -> [String] {
         #expect(daemon.process.isRunning)
         #expect(daemon.process.terminate(timeout: .seconds(10)) == 0)
     }
+
+    /// Row 21: a resolver that never answers (a name server in a private mount namespace that
+    /// is a black hole): a timeout in phase `resolve`, within the deadline; the daemon stays
+    /// unhealthy with it and does not pile up lookup threads.
+    @Test func aDNSServerThatNeverAnswersIsATimeoutInResolve() async throws {
+        #expect(getuid() == 0, "binding port 53 and mounting over /etc/resolv.conf need root")
+        let blackHole = try UDPBlackHole(address: "127.0.0.153", port: 53)
+        defer { blackHole.close() }
+        let directory = try temporaryDirectory(prefix: "healthd-dns")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let resolvConf = directory.appendingPathComponent("resolv.conf")
+        let nsswitch = directory.appendingPathComponent("nsswitch.conf")
+        try "nameserver 127.0.0.153\noptions timeout:5 attempts:2\n".write(to: resolvConf, atomically: true, encoding: .utf8)
+        try "hosts: files dns\n".write(to: nsswitch, atomically: true, encoding: .utf8)
+        let launcher = [
+            "/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+            "mount --bind \"$0\" /etc/resolv.conf && mount --bind \"$1\" /etc/nsswitch.conf && shift && exec \"$@\"",
+            resolvConf.path, nsswitch.path,
+        ]
+        let url = "postgresql://watcher@db.blackhole.test/postgres"
+
+        let probe = try runProcess(URL(fileURLWithPath: launcher[0]), Array(launcher.dropFirst()) + [
+            Binaries.control.path, "probe", "--json", "--database-url", url,
+        ], timeout: .seconds(30))
+        let document = try JSONDecoder().decode(ProbeDocument.self, from: Data(probe.stdout.utf8))
+        #expect(document.reason == "timeout", "\(probe.stdout) \(probe.stderr)")
+        #expect(document.phase == "resolve")
+        #expect(document.latencyMs >= 990 && document.latencyMs < 1_500, "\(document.latencyMs)")
+
+        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", url], launcher: launcher)
+        let unhealthy = try #require(try await daemon.waitFor(.unhealthy))
+        #expect(unhealthy.lastProbe?.phase == "resolve")
+        #expect(unhealthy.lastProbe?.reason == "timeout")
+        try await Task.sleep(for: .seconds(5))
+        let threads = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(daemon.process.pid)/task").count
+        #expect(threads < 40, "\(threads) threads")
+        #expect(try await daemon.status().lastProbe?.phase == "resolve")
+    }
+
+    /// Row 22: the wall clock jumps two days back, then three forward, while the daemon runs:
+    /// detection, deadlines and ages run on the monotonic clock and are unaffected; timestamps
+    /// follow the wall clock as the system tells it, and durations stay sane.
+    ///
+    /// The one-shot probe runs under libfaketime with the wall clock ten times too fast. The
+    /// daemon cannot: libfaketime 0.9.10 also shifts the timers libdispatch arms on the
+    /// monotonic clock (a Swift program's `Task.sleep` never returns under any offset), so it
+    /// runs with a small preload of its own that shifts only the wall clock
+    /// (`clock_gettime(CLOCK_REALTIME)`, `gettimeofday`, `time`), as a clock step would.
+    @Test func wallClockJumpsLeaveDeadlinesAndDetectionAlone() async throws {
+        let directory = try temporaryDirectory(prefix: "healthd-clock")
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        // A deadline against a wall clock running ten times too fast still takes a second.
+        let faketime = "/usr/bin/faketime"
+        #expect(FileManager.default.isExecutableFile(atPath: faketime), "faketime is not installed")
+        let listener = try BlackHoleListener()
+        defer { listener.close() }
+        let started = ContinuousClock.now
+        // Through the wrapper: with libfaketime preloaded by hand, Swift's CommandLine.arguments
+        // comes out empty; the wrapper's shared clock set-up avoids that.
+        let probe = try runProcess(URL(fileURLWithPath: faketime), [
+            "-m", "-f", "+0 x10", "/usr/bin/env", "FAKETIME_DONT_FAKE_MONOTONIC=1", Binaries.control.path,
+            "probe", "--json", "--database-url", "postgresql://u@127.0.0.1:\(listener.port)/db",
+        ], timeout: .seconds(30))
+        let elapsed = ContinuousClock.now - started
+        let document = try JSONDecoder().decode(ProbeDocument.self, from: Data(probe.stdout.utf8))
+        #expect(document.reason == "timeout", "\(probe.stdout) \(probe.stderr)")
+        #expect(document.latencyMs >= 990 && document.latencyMs < 1_500, "\(document.latencyMs)")
+        #expect(elapsed >= .milliseconds(990), "\(elapsed)")
+
+        // The daemon, with its wall clock shifted by the seconds in `shiftFile`.
+        let source = directory.appendingPathComponent("wallclock-shift.c")
+        let library = directory.appendingPathComponent("wallclock-shift.so")
+        try Self.wallClockShift.write(to: source, atomically: true, encoding: .utf8)
+        let compiled = try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["cc", "-shared", "-fPIC", "-O2", "-o", library.path, source.path, "-ldl"])
+        try #require(compiled.status == 0, "cc: \(compiled.stderr)")
+        let shiftFile = directory.appendingPathComponent("shift")
+        func shiftClock(by seconds: Int) throws { try "\(seconds)\n".write(to: shiftFile, atomically: true, encoding: .utf8) }
+        try shiftClock(by: 0)
+
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let daemon = try RunningDaemon(
+            ["--interval", "200ms", "--timeout", "500ms", "--fall", "2", "--rise", "2", "--database-url", cluster.url],
+            environment: ["LD_PRELOAD": library.path, "WALLCLOCK_SHIFT_FILE": shiftFile.path]
+        )
+        _ = try #require(try await daemon.waitFor(.healthy))
+        // fall × interval + timeout, and room for a shared machine.
+        let bound = Duration.milliseconds(2 * 200 + 500) + .seconds(2)
+        for (shift, fault) in [(-2 * 86_400, true), (3 * 86_400, false)] {
+            try shiftClock(by: shift)
+            try await Task.sleep(for: .milliseconds(300))
+            let faultAt = ContinuousClock.now
+            if fault { try cluster.stop() } else { try cluster.start() }
+            let document = try #require(try await daemon.waitFor(fault ? .unhealthy : .healthy, timeout: bound))
+            #expect(ContinuousClock.now - faultAt < bound)
+            #expect(document.uptimeS >= 0 && document.uptimeS < 120, "uptime \(document.uptimeS)")
+            #expect((0..<2_000).contains(document.lastProbe?.ageMs ?? -1), "age \(document.lastProbe?.ageMs ?? -1)")
+            // The event's time is the wall clock's, as shifted.
+            let since = try #require(document.since.flatMap(Timestamp.parse))
+            #expect(abs(since.timeIntervalSince(Date().addingTimeInterval(TimeInterval(shift)))) < 60, "since \(document.since ?? "-")")
+        }
+        #expect(try await daemon.events().count == 3)
+        #expect(daemon.process.isRunning)
+    }
+
+    /// An LD_PRELOAD library that adds the seconds written in $WALLCLOCK_SHIFT_FILE to the wall
+    /// clock only; the monotonic clocks, and timers on them, are left alone.
+    static let wallClockShift = #"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+typedef int (*clock_fn)(clockid_t, struct timespec *);
+
+static clock_fn real_clock(void) {
+    static clock_fn real;
+    if (!real) real = (clock_fn)dlsym(RTLD_NEXT, "clock_gettime");
+    return real;
+}
+
+/* Seconds to add to the wall clock, from the file WALLCLOCK_SHIFT_FILE names, read again at most every 50 ms. */
+static long long shift_seconds(void) {
+    static long long shift, last_read_ns;
+    struct timespec now;
+    real_clock()(CLOCK_MONOTONIC, &now);
+    long long now_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
+    if (last_read_ns == 0 || now_ns - last_read_ns > 50000000LL) {
+        const char *path = getenv("WALLCLOCK_SHIFT_FILE");
+        FILE *file = path ? fopen(path, "r") : NULL;
+        long long value;
+        if (file) {
+            if (fscanf(file, "%lld", &value) == 1) shift = value;
+            fclose(file);
+        }
+        last_read_ns = now_ns;
+    }
+    return shift;
+}
+
+int clock_gettime(clockid_t clock, struct timespec *ts) {
+    int result = real_clock()(clock, ts);
+    if (result == 0 && (clock == CLOCK_REALTIME || clock == CLOCK_REALTIME_COARSE)) ts->tv_sec += shift_seconds();
+    return result;
+}
+
+int gettimeofday(struct timeval *tv, void *tz) {
+    struct timespec ts;
+    (void)tz;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (tv) { tv->tv_sec = ts.tv_sec; tv->tv_usec = ts.tv_nsec / 1000; }
+    return 0;
+}
+
+time_t time(time_t *out) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (out) *out = ts.tv_sec;
+    return ts.tv_sec;
+}
+"""#
 }

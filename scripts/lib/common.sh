@@ -4,7 +4,11 @@
 
 # Debian packages needed to build (libpq, libsystemd via pkg-config), to run
 # throwaway PostgreSQL clusters, and to query the status socket by hand.
-DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql curl logrotate systemd)
+# The fault-matrix tests also use strace (fsync errors), faketime (a wall clock
+# run fast), util-linux's unshare (private mounts) and a C compiler (a wall-clock
+# shift preloaded into the daemon).
+DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql curl logrotate systemd
+    strace faketime util-linux gcc)
 
 log() {
     printf '==> %s\n' "$*" >&2
