@@ -23,8 +23,8 @@ public final class StatusServer: Sendable {
         self.identity = identity
     }
 
-    /// Connections beyond this are accepted and closed at once, so a flood of clients cannot
-    /// use up the descriptors the probes need.
+    /// Open connections at most: a flood of clients cannot use up the descriptors the probes
+    /// need. A connection beyond it closes the oldest.
     public static let maximumConnections = 512
 
     /// Binds `path` (mode 0660), replacing a stale socket left by a process that died, but never
@@ -103,10 +103,13 @@ public final class StatusServer: Sendable {
         let limiter = ConnectionLimiter(maximum: maximumConnections)
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConnectionAdmissionHandler(limiter: limiter))
+                }
+            }
             .childChannelInitializer { channel in
-                guard limiter.acquire() else { return channel.close() }
-                channel.closeFuture.whenComplete { _ in limiter.release() }
-                return channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     // Stop reading while replies are not being read, so a client that pipelines
                     // requests and never reads cannot make the daemon buffer without bound.
@@ -186,24 +189,55 @@ struct FileIdentity: Equatable, Sendable {
 }
 
 /// Counts open connections; lock-free, touched once per accept and once per close.
+/// Bounds the open connections. At the bound the oldest connection is closed to make room:
+/// a newcomer (an operator's `dreamnet-healthctl status`) is always served, and clients that
+/// open connections and sit on them cannot lock everyone else out.
+/// Numbers each accepted connection in the order the listener accepted it (child channels are
+/// then spread over event loops, where their order is lost) and admits it to the limiter.
+private final class ConnectionAdmissionHandler: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+
+    private let limiter: ConnectionLimiter
+
+    init(limiter: ConnectionLimiter) {
+        self.limiter = limiter
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let child = unwrapInboundIn(data)
+        let number = limiter.admit(child)
+        child.closeFuture.whenComplete { [limiter] _ in limiter.release(number) }
+        context.fireChannelRead(data)
+    }
+}
+
 final class ConnectionLimiter: Sendable {
-    private let open = Atomic<Int>(0)
+    /// Open connections by admission number: the smallest is the oldest. Numbers, not object
+    /// identities, which a new channel may reuse before the old one's close is seen.
+    private let open = Mutex<[UInt64: any Channel]>([:])
+    private let admitted = Atomic<UInt64>(0)
     private let maximum: Int
 
     init(maximum: Int) {
         self.maximum = maximum
     }
 
-    func acquire() -> Bool {
-        if open.wrappingAdd(1, ordering: .relaxed).newValue > maximum {
-            open.wrappingSubtract(1, ordering: .relaxed)
-            return false
+    /// Admits a connection; returns its number, for `release`.
+    func admit(_ channel: any Channel) -> UInt64 {
+        let number = admitted.wrappingAdd(1, ordering: .relaxed).oldValue
+        let evicted = open.withLock { open -> (any Channel)? in
+            var oldest: (any Channel)?
+            if open.count >= maximum, let key = open.keys.min() { oldest = open.removeValue(forKey: key) }
+            open[number] = channel
+            return oldest
         }
-        return true
+        evicted?.close(promise: nil)
+        return number
     }
 
-    func release() {
-        open.wrappingSubtract(1, ordering: .relaxed)
+    func release(_ number: UInt64) {
+        _ = open.withLock { $0.removeValue(forKey: number) }
     }
 }
 

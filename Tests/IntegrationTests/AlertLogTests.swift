@@ -158,36 +158,8 @@ import TestSupport
     @Test func everyTransitionReachesTheJournalWithItsFields() async throws {
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
-        let capture = try temporaryDirectory(prefix: "healthd-journal")
-        defer { try? FileManager.default.removeItem(at: capture) }
-        let datagrams = capture.appendingPathComponent("journal.bin").path
-        // Receives what sd_journal_sendv sends, appending each datagram and a separator.
-        let listener = """
-            import os, socket, sys
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            s.bind("/run/systemd/journal/socket")
-            s.settimeout(0.5)
-            open(sys.argv[1] + ".ready", "w").close()
-            daemon = int(sys.argv[2])
-            with open(sys.argv[1], "ab", buffering=0) as out:
-                while True:
-                    try:
-                        out.write(s.recv(1 << 20) + b"\\n--END--\\n")
-                    except socket.timeout:
-                        try:
-                            os.kill(daemon, 0)  # exits with the daemon
-                        except ProcessLookupError:
-                            break
-            """
-        let script = capture.appendingPathComponent("journal.py").path
-        try listener.write(toFile: script, atomically: true, encoding: .utf8)
-        let daemon = try RunningDaemon(
-            ["--interval", "200ms", "--database-url", cluster.url],
-            launcher: ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
-                       "mkdir -p /run/systemd/journal && mount -t tmpfs tmpfs /run/systemd/journal && "
-                       + "(python3 \"$0\" \"$1\" $$ &) && while [ ! -e \"$1.ready\" ]; do sleep 0.05; done && shift && exec \"$@\"",
-                       script, datagrams]
-        )
+        let journal = try JournalCapture()
+        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url], launcher: journal.launcher)
         let healthy = try #require(try await daemon.waitFor(.healthy))
         #expect(healthy.state == "healthy")
         let id = try #require(try await daemon.events().first?.id)
@@ -195,7 +167,7 @@ import TestSupport
         let deadline = ContinuousClock.now + .seconds(5)
         while !text.contains(id), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
-            text = (try? String(contentsOfFile: datagrams, encoding: .utf8)) ?? ""
+            text = journal.text()
         }
         let entry = try #require(text.components(separatedBy: "\n--END--\n").first { $0.contains(id) })
         #expect(entry.contains("MESSAGE_ID=5f1c0e7a9b2d4c3e8a6f0d1b2c3e4f5a"))

@@ -84,15 +84,32 @@ import TestSupport
         let cluster = try clusterWithPasswordRole("watcher", password: "the-real-one")
         defer { cluster.destroy() }
         let url = "postgresql://watcher:\(sentinel)@127.0.0.1:\(cluster.port)/postgres"
-        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", url])
+        let journal = try JournalCapture()
+        let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", url], launcher: journal.launcher)
         let unhealthy = try #require(try await daemon.waitFor(.unhealthy))
         #expect(unhealthy.lastProbe?.reason == "auth")
         #expect(unhealthy.lastProbe?.sqlstate == "28P01")
+        // The transition is spooled (the database refuses the password) and announced.
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 1 && $0.lastDeliveryError != nil })
+        #expect(waitUntil(timeout: .seconds(5)) { journal.text().contains("DREAMNET_REASON=auth") })
 
         var outputs: [String] = []
-        for uri in ["/status", "/events", "/health"] {
+        for uri in ["/status", "/events", "/health", "/metrics"] {
             outputs.append(String(decoding: try await daemon.get(uri).body, as: UTF8.self))
         }
+        #expect(outputs[3].contains("dreamnet_healthd"), "metrics served")
+        let alertLog = try String(contentsOfFile: daemon.alertLogPath, encoding: .utf8)
+        #expect(alertLog.contains("\"to\":\"unhealthy\""))
+        outputs += [alertLog, journal.text()]
+        // The spool's own bytes, write-ahead log included.
+        for file in ["spool.sqlite3", "spool.sqlite3-wal"] {
+            if let data = FileManager.default.contents(atPath: daemon.stateDirectory + "/" + file) {
+                outputs.append(String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self))
+            }
+        }
+        let ctlEvents = try Binaries.healthctl(["--socket", daemon.socketPath, "events", "--json"])
+        let ctlAlerts = try Binaries.healthctl(["alerts", "--alert-log", daemon.alertLogPath])
+        outputs += [ctlEvents.stdout, ctlEvents.stderr, ctlAlerts.stdout, ctlAlerts.stderr]
         let ctlStatus = try Binaries.healthctl(["--socket", daemon.socketPath, "status"])
         let ctlJSON = try Binaries.healthctl(["--socket", daemon.socketPath, "status", "--json"])
         let ctlProbe = try Binaries.healthctl(["probe", "--database-url", url])

@@ -116,3 +116,47 @@ func clusterWithPasswordRole(_ role: String, password: String) throws -> TestPos
     try cluster.psql("create role \(role) login password '\(password)'")
     return cluster
 }
+
+/// A stand-in journald: a daemon started through `launcher` runs in a private mount namespace
+/// whose /run/systemd/journal/socket is a listener that keeps every datagram it receives.
+final class JournalCapture {
+    let directory: URL
+    let launcher: [String]
+    private let datagrams: String
+
+    init() throws {
+        directory = try temporaryDirectory(prefix: "healthd-journal")
+        datagrams = directory.appendingPathComponent("journal.bin").path
+        // Receives what sd_journal_sendv sends, appending each datagram and a separator.
+        let listener = """
+            import os, socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.bind("/run/systemd/journal/socket")
+            s.settimeout(0.5)
+            open(sys.argv[1] + ".ready", "w").close()
+            daemon = int(sys.argv[2])
+            with open(sys.argv[1], "ab", buffering=0) as out:
+                while True:
+                    try:
+                        out.write(s.recv(1 << 20) + b"\\n--END--\\n")
+                    except socket.timeout:
+                        try:
+                            os.kill(daemon, 0)  # exits with the daemon
+                        except ProcessLookupError:
+                            break
+            """
+        let script = directory.appendingPathComponent("journal.py").path
+        try listener.write(toFile: script, atomically: true, encoding: .utf8)
+        launcher = ["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c",
+                    "mkdir -p /run/systemd/journal && mount -t tmpfs tmpfs /run/systemd/journal && "
+                    + "(python3 \"$0\" \"$1\" $$ &) && while [ ! -e \"$1.ready\" ]; do sleep 0.05; done && shift && exec \"$@\"",
+                    script, datagrams]
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+
+    /// Every entry so far, fields as sent, entries separated by `--END--` lines.
+    func text() -> String {
+        (try? String(contentsOfFile: datagrams, encoding: .utf8)) ?? ""
+    }
+}

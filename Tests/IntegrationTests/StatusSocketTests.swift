@@ -77,6 +77,61 @@ import TestSupport
         #expect(health.stdout.contains(#""database":"healthy""#))
     }
 
+    /// Row 16: 1 000 connections held open, clients that hang up in the middle of a reply, and
+    /// clients that pipeline requests and never read. The daemon serves a newcomer at once (the
+    /// oldest connections give way), keeps its memory, and its probe cadence.
+    @Test func connectionFloodsHangUpsAndSlowReadersDoNotDisturbTheDaemon() async throws {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = max(limit.rlim_cur, min(limit.rlim_max, 4_096))
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let daemon = try RunningDaemon(["--interval", "250ms", "--database-url", cluster.url])
+        let before = try #require(try await daemon.waitFor(.healthy))
+        let started = ContinuousClock.now
+        let rssBefore = try residentKiB(daemon.process.pid)
+
+        // Hang-ups: the request is sent, then the connection is reset before the reply is read.
+        for _ in 0..<200 {
+            let client = try RawClient(socketPath: daemon.socketPath)
+            try client.send(Array("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            var linger = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(client.descriptor, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+        }
+        // Slow readers: many large replies requested, none read.
+        var slow: [RawClient] = []
+        for _ in 0..<20 {
+            let client = try RawClient(socketPath: daemon.socketPath)
+            client.sendIgnoringErrors(Array(String(repeating: "GET /events?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n", count: 500).utf8))
+            slow.append(client)
+        }
+        // A flood of idle connections.
+        var flood: [RawClient] = []
+        for _ in 0..<1_000 { flood.append(try RawClient(socketPath: daemon.socketPath)) }
+
+        // A newcomer is answered while all of them are open.
+        let status = try Binaries.healthctl(["--socket", daemon.socketPath, "status"])
+        #expect(status.status == 0, "\(status.stdout) \(status.stderr)")
+        // The oldest were closed to make room: of the 1 021 connections since the hang-ups, at
+        // most 512 are open, so the 20 slow readers and the first 489 of the flood were closed.
+        let closed = flood.prefix(480).filter { $0.readUntilClosed().isEmpty }.count
+        #expect(closed == 480)
+        flood.removeAll()
+        slow.removeAll()
+
+        try await Task.sleep(for: .seconds(1))
+        let after = try await daemon.status()
+        let elapsed = ContinuousClock.now - started
+        let probes = after.consecutiveSuccesses - before.consecutiveSuccesses
+        let expected = Int(elapsed / .milliseconds(250))
+        #expect(after.state == "healthy")
+        #expect(probes >= expected - 2, "\(probes) probes in \(elapsed), expected about \(expected)")
+        let rssAfter = try residentKiB(daemon.process.pid)
+        #expect(rssAfter - rssBefore < 64 * 1_024, "RSS \(rssBefore) KiB before, \(rssAfter) KiB after")
+        #expect(try await daemon.get("/health").status == 200)
+    }
+
     @Test func keepAliveAndPipelinedRequests() throws {
         let daemon = try RunningDaemon([])
         #expect(waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: daemon.socketPath) })
@@ -169,4 +224,13 @@ final class RawClient {
         }
         return nil
     }
+}
+
+/// VmRSS of a process, in KiB.
+func residentKiB(_ pid: pid_t) throws -> Int {
+    let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let value = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+    else { throw TestSupportError("no VmRSS for \(pid)") }
+    return value
 }
