@@ -142,20 +142,24 @@ import TestSupport
         #expect(try await daemon.status().transitions == 0)
     }
 
-    /// Must-show 4: no INSERT privilege, a read-only role, a dropped table: events stay spooled
-    /// with a clear error and are delivered after the fix.
-    @Test func privilegeReadOnlyAndDroppedTableFaultsKeepEventsSpooled() async throws {
+    /// A role that may write system_events, and a daemon that records through it.
+    func writerSetUp() throws -> (probed: TestPostgres, events: TestPostgres, writerURL: String) {
         let probed = try TestPostgres.start()
         let events = try TestPostgres.start()
-        defer { probed.destroy(); events.destroy() }
         try events.psql("CREATE ROLE writer LOGIN")
         try events.psql(EventTableSQL.create)
-        try events.psql("GRANT SELECT ON system_events TO writer")
-        let writerURL = "postgresql://writer@127.0.0.1:\(events.port)/postgres"
+        try events.psql("GRANT SELECT, INSERT ON system_events TO writer")
+        return (probed, events, "postgresql://writer@127.0.0.1:\(events.port)/postgres")
+    }
+
+    /// Matrix row 6: no INSERT privilege (42501): events stay spooled with a clear error and are
+    /// delivered after the grant.
+    @Test func revokedInsertKeepsEventsSpooled() async throws {
+        let (probed, events, writerURL) = try writerSetUp()
+        defer { probed.destroy(); events.destroy() }
+        try events.psql("REVOKE INSERT ON system_events FROM writer")
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", writerURL])
         _ = try #require(try await daemon.waitFor(.healthy))
-
-        // No INSERT privilege (42501).
         let denied = try #require(try await daemon.waitForSpool { $0.lastDeliveryError != nil })
         #expect(denied.lastDeliveryError?.contains("permission denied") == true)
         #expect(denied.lastDeliveryError?.contains("42501") == true)
@@ -163,8 +167,15 @@ import TestSupport
         try events.psql("GRANT INSERT ON system_events TO writer")
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 && $0.lastDeliveryError == nil })
         #expect(try rows(events).count == 1)
+    }
 
-        // Read-only transactions (25006).
+    /// Matrix row 7: read-only transactions (25006).
+    @Test func readOnlyTransactionsKeepEventsSpooled() async throws {
+        let (probed, events, writerURL) = try writerSetUp()
+        defer { probed.destroy(); events.destroy() }
+        let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", writerURL])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         try events.psql("ALTER ROLE writer SET default_transaction_read_only = on")
         try await daemon.flap(probed)
         let readOnly = try #require(try await daemon.waitForSpool { $0.pending == 2 && $0.lastDeliveryError != nil })
@@ -172,8 +183,16 @@ import TestSupport
         try events.psql("ALTER ROLE writer RESET default_transaction_read_only")
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         #expect(try rows(events).count == 3)
+    }
 
-        // The table dropped; the role may not create it (no CREATE on schema public).
+    /// Matrix row 8: the table dropped (42P01), and the role may not create it (no CREATE on
+    /// schema public).
+    @Test func aDroppedTableKeepsEventsSpooled() async throws {
+        let (probed, events, writerURL) = try writerSetUp()
+        defer { probed.destroy(); events.destroy() }
+        let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", writerURL])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         try events.psql("DROP TABLE system_events")
         try await daemon.flap(probed)
         let dropped = try #require(try await daemon.waitForSpool { $0.pending == 2 && $0.lastDeliveryError != nil })
@@ -182,6 +201,44 @@ import TestSupport
         try events.psql("GRANT SELECT, INSERT ON system_events TO writer")
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         #expect(try rows(events).map { "\($0[1])>\($0[2])" } == ["healthy>unhealthy", "unhealthy>healthy"])
+    }
+
+    /// Matrix row 11: kill -9 in the middle of a spool write (SIGKILL delivered by strace at the
+    /// fsync of the commit): after the restart each transition is in the table once, the alert
+    /// log matches, and the chain of states is unbroken.
+    @Test func killNineMidSpoolWriteLosesNothing() async throws {
+        let probed = try TestPostgres.start()
+        let events = try TestPostgres.start()
+        defer { probed.destroy(); events.destroy() }
+        try events.stop()
+        let directory = try temporaryDirectory(prefix: "healthd-midwrite")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let state = directory.appendingPathComponent("state").path
+        let alertLog = directory.appendingPathComponent("alerts.log").path
+        let arguments = fast + ["--database-url", probed.url, "--events-database-url", events.url, "--alert-log", alertLog]
+        var first: RunningDaemon? = try RunningDaemon(arguments, stateDirectory: state)
+        _ = try #require(try await first?.waitFor(.healthy))
+        let pid = try #require(first?.process.pid)
+        let strace = try BackgroundProcess(URL(fileURLWithPath: "/usr/bin/strace"), [
+            "-f", "-p", "\(pid)", "-o", "/dev/null", "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:signal=SIGKILL",
+        ])
+        defer { strace.terminate(timeout: .seconds(5)) }
+        try await Task.sleep(for: .seconds(1))
+        try probed.stop()
+        #expect(first?.process.waitForExit(timeout: .seconds(15)) == 128 + SIGKILL)
+        first = nil
+
+        let second = try RunningDaemon(arguments, stateDirectory: state)
+        _ = try #require(try await second.waitFor(.unhealthy))
+        try probed.start()
+        _ = try #require(try await second.waitFor(.healthy))
+        try events.start()
+        _ = try #require(try await second.waitForSpool { $0.pending == 0 })
+        let table = try rows(events)
+        #expect(Set(table.map { $0[0] }).count == table.count)
+        let lines = try String(contentsOfFile: alertLog, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(lines.compactMap(AlertLine.id(of:)) == table.map { $0[0] })
+        #expect(table.map { "\($0[1])>\($0[2])" } == ["unknown>healthy", "healthy>unhealthy", "unhealthy>healthy"])
     }
 
     /// Must-show 8, and the first start ever: `unknown → healthy` once; a restart in the same
