@@ -56,10 +56,47 @@ public final class AlertLog: Sendable {
         }
     }
 
-    /// The end of the file at the path (at most `bytes` of it), from the first whole line; `nil`
-    /// if it cannot be read. How a restart tells which events were already announced.
-    public func tail(bytes: Int) -> String? {
+    /// The last lines written (at most `bytes` of the file at the path, from its first whole
+    /// line), preceded by the end of the most recently changed rotated copy (`alerts.log.1`,
+    /// `alerts.log-20261201`, …; compressed ones are skipped): a rotation may have come between
+    /// a line and a crash. How a restart tells which events were already announced.
+    public func recentLines(bytes: Int) -> String {
         let path = path
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        var newestRotated: (path: String, modified: timespec)?
+        if let entries = Self.directoryEntries(directory) {
+            for entry in entries where entry != name && entry.hasPrefix(name)
+                && ![".gz", ".xz", ".zst", ".bz2", ".lz4"].contains(where: entry.hasSuffix) {
+                let candidate = directory + "/" + entry
+                var info = stat()
+                guard stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+                if newestRotated.map({ Self.isLater(info.st_mtim, than: $0.modified) }) ?? true {
+                    newestRotated = (candidate, info.st_mtim)
+                }
+            }
+        }
+        return (newestRotated.flatMap { Self.tail(of: $0.path, bytes: bytes) } ?? "") + (Self.tail(of: path, bytes: bytes) ?? "")
+    }
+
+    private static func isLater(_ lhs: timespec, than rhs: timespec) -> Bool {
+        lhs.tv_sec != rhs.tv_sec ? lhs.tv_sec > rhs.tv_sec : lhs.tv_nsec > rhs.tv_nsec
+    }
+
+    private static func directoryEntries(_ directory: String) -> [String]? {
+        guard let stream = opendir(directory) else { return nil }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// At most `bytes` from the end of a file, from its first whole line; `nil` if unreadable.
+    private static func tail(of path: String, bytes: Int) -> String? {
         let descriptor = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
@@ -76,7 +113,9 @@ public final class AlertLog: Sendable {
         var text = buffer.prefix(filled)
         // Starting mid-file: the first line is cut, drop it.
         if start > 0, let newline = text.firstIndex(of: UInt8(ascii: "\n")) { text = text[(newline + 1)...] }
-        return String(decoding: text, as: UTF8.self)
+        var result = String(decoding: text, as: UTF8.self)
+        if !result.isEmpty && !result.hasSuffix("\n") { result += "\n" }
+        return result
     }
 
     /// `nil` if `path` can be opened for appending (created if missing), else why not.

@@ -134,14 +134,14 @@ final class EventRecorder: Sendable {
     }
 
     /// Announces events a crash left stored but unannounced (the daemon died between the
-    /// spool's commit and the alert log): each once, checking the end of the alert log for
-    /// the ones whose line was written before the crash.
+    /// spool's commit and the alert log): each once, checking the end of the alert log (and of
+    /// its newest rotated copy) for the ones whose line was written before the crash.
     private func announceLeftovers() async {
         let spool = spool
         let alertLog = alertLog
-        let (leftovers, tail) = await runBlocking { ((try? spool.unannounced()) ?? [], alertLog.tail(bytes: 1 << 20)) }
+        let (leftovers, recent) = await runBlocking { ((try? spool.unannounced()) ?? [], alertLog.recentLines(bytes: 1 << 20)) }
         guard !leftovers.isEmpty else { return }
-        let written = Set((tail ?? "").split(separator: "\n").compactMap { AlertLine.id(of: String($0)) })
+        let written = Set(recent.split(separator: "\n").compactMap { AlertLine.id(of: String($0)) })
         var announced = 0
         for spooled in leftovers {
             let id = spooled.event.id.uuidString.lowercased()

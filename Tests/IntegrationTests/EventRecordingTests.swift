@@ -115,8 +115,11 @@ import TestSupport
     /// A crash between storing an event and writing its alert-log line (the line is written at
     /// the restart), and one right after the line (it is not written again): the alert log and
     /// the table each hold the event once.
-    @Test(arguments: [("exit-before-announce", Int32(87)), ("exit-after-alert-line", Int32(88))])
-    func aCrashAroundTheAlertLineLosesAndRepeatsNothing(fault: String, status: Int32) async throws {
+    /// With `rotated`, the alert log is also rotated (renamed) before the restart: the line the
+    /// crashed daemon wrote is then in the rotated copy.
+    @Test(arguments: [("exit-before-announce", Int32(87), false), ("exit-after-alert-line", Int32(88), false),
+                      ("exit-after-alert-line", Int32(88), true)])
+    func aCrashAroundTheAlertLineLosesAndRepeatsNothing(fault: String, status: Int32, rotated: Bool) async throws {
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let directory = try temporaryDirectory(prefix: "healthd-announce")
@@ -130,13 +133,16 @@ import TestSupport
         #expect(crashing.waitForExit(timeout: .seconds(30)) == status, "\(crashing.output())")
         let linesBefore = (try? String(contentsOfFile: alertLog, encoding: .utf8))?.split(separator: "\n") ?? []
         #expect(linesBefore.count == (fault == "exit-before-announce" ? 0 : 1))
+        if rotated { try FileManager.default.moveItem(atPath: alertLog, toPath: alertLog + ".1") }
 
         let daemon = try RunningDaemon(arguments, stateDirectory: state)
         _ = try #require(try await daemon.waitFor(.healthy))
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         let ids = try rows(cluster).map { $0[0] }
         #expect(ids.count == 1)
-        let lines = try String(contentsOfFile: alertLog, encoding: .utf8).split(separator: "\n").map(String.init)
+        let files = rotated ? [alertLog + ".1", alertLog] : [alertLog]
+        // The restart may have had nothing to write: the new file need not exist.
+        let lines = files.flatMap { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
         #expect(lines.compactMap(AlertLine.id(of:)) == ids)
         // Restored in the state it was stored with: the restart itself is no transition.
         #expect(try await daemon.status().transitions == 0)
