@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "dreamnet-healthd", targets: ["dreamnet-healthd"]),
         .executable(name: "dreamnet-healthctl", targets: ["dreamnet-healthctl"]),
+        // The benchmarks' load client (HTTP over a Unix socket); not installed, not part of the daemon.
+        .executable(name: "dreamnet-loadgen", targets: ["dreamnet-loadgen"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -91,6 +93,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
+        ),
+        .executableTarget(
+            name: "dreamnet-loadgen",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // Tests: the pure core alone, and the whole thing against a real PostgreSQL.
