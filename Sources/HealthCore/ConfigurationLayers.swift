@@ -30,11 +30,7 @@ public struct ConfigurationLayers: Sendable {
     /// Parses the config file's text into the file layer. Set the flags, environment and
     /// credentials first: an error is scrubbed of the passwords they hold.
     public mutating func parseFile(_ text: String, path: String) throws(ConfigurationError) {
-        do {
-            file = try ConfigFile.parse(text, path: path)
-        } catch {
-            throw error.scrubbed(by: scrubber)
-        }
+        file = try ConfigFile.parse(text, path: path, secrets: scrubber)
     }
 
     /// Knows every password the layers hold: in connection strings given anywhere, and the
@@ -126,7 +122,7 @@ public struct ConfigurationLayers: Sendable {
         }
         if let value = value(.spoolLimit) {
             guard let limit = Int(value.text.trimmed()), (1...10_000_000).contains(limit) else {
-                throw invalid(.spoolLimit, value, "must be a whole number from 1 to 10000000, got \(Self.quoted(value))")
+                throw invalid(.spoolLimit, value, "must be a whole number from 1 to 10000000, got \(quoted(value))")
             }
             config.spoolLimit = limit
         }
@@ -139,7 +135,7 @@ public struct ConfigurationLayers: Sendable {
         }
         if let value = nonEmptyValue(.httpListen) {
             guard let address = ListenAddress(value.text) else {
-                throw invalid(.httpListen, value, "must be HOST:PORT, [IPv6]:PORT or :PORT, got \(Self.quoted(value))")
+                throw invalid(.httpListen, value, "must be HOST:PORT, [IPv6]:PORT or :PORT, got \(quoted(value))")
             }
             config.httpListen = address
         }
@@ -150,7 +146,7 @@ public struct ConfigurationLayers: Sendable {
         if let value = value(.logLevel) {
             guard let level = LogLevel(rawValue: value.text.lowercased()) else {
                 let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
-                throw invalid(.logLevel, value, "must be one of \(names), got \(Self.quoted(value))")
+                throw invalid(.logLevel, value, "must be one of \(names), got \(quoted(value))")
             }
             config.logLevel = level
         }
@@ -184,12 +180,12 @@ public struct ConfigurationLayers: Sendable {
         do {
             parsed = try HumanDuration.parse(value.text)
         } catch {
-            throw invalid(key, value, "\(Self.quoted(value)) is not a duration (write a number with ms, s or m, e.g. 250ms, 1s, 2m)")
+            throw invalid(key, value, "\(quoted(value)) is not a duration (write a number with ms, s or m, e.g. 250ms, 1s, 2m)")
         }
         guard parsed >= minimum, parsed <= maximum else {
             throw invalid(
                 key, value,
-                "must be between \(HumanDuration.format(minimum)) and \(HumanDuration.format(maximum)), got \(Self.quoted(value))"
+                "must be between \(HumanDuration.format(minimum)) and \(HumanDuration.format(maximum)), got \(quoted(value))"
             )
         }
         return parsed
@@ -197,7 +193,7 @@ public struct ConfigurationLayers: Sendable {
 
     private func count(_ key: ConfigKey, _ value: SourcedValue) throws(ConfigurationError) -> Int {
         guard let number = Int(value.text.trimmed()), (1...1_000).contains(number) else {
-            throw invalid(key, value, "must be a whole number from 1 to 1000, got \(Self.quoted(value))")
+            throw invalid(key, value, "must be a whole number from 1 to 1000, got \(quoted(value))")
         }
         return number
     }
@@ -206,20 +202,19 @@ public struct ConfigurationLayers: Sendable {
         switch value.text.lowercased() {
         case "true", "on", "yes", "1": return true
         case "false", "off", "no", "0": return false
-        default: throw invalid(key, value, "must be true or false, got \(Self.quoted(value))")
+        default: throw invalid(key, value, "must be true or false, got \(quoted(value))")
         }
     }
 
-    /// A value as an error repeats it: quoted, shortened and made printable; not at all when
-    /// it looks like a connection string, whose password the error must not carry (a URL
-    /// given to the wrong key or flag).
-    static func quoted(_ value: SourcedValue) -> String {
+    /// A value as an error repeats it: secrets masked, then quoted, shortened and made
+    /// printable; not at all when it looks like a connection string, whose password the error
+    /// must not carry (a URL given to the wrong key or flag).
+    private func quoted(_ value: SourcedValue) -> String {
         let text = value.text
-        let lowered = text.lowercased()
-        if text.contains("@") || text.contains("://") || lowered.contains("password") {
+        if text.contains("@") || text.contains("://") || text.lowercased().contains("password") {
             return "a value that looks like a connection string (not repeated here)"
         }
-        return "'" + ConfigurationError.shown(text) + "'"
+        return "'" + ConfigurationError.shown(scrubber.scrub(text)) + "'"
     }
 
     private func invalid(_ key: ConfigKey, _ value: SourcedValue, _ message: String) -> ConfigurationError {

@@ -203,6 +203,19 @@ import Testing
         )) { try layers.resolve() }
     }
 
+    @Test func aPasswordIsMaskedBeforeALongValueIsShortened() {
+        let padding = String(repeating: "x", count: 62)
+        var layers = ConfigurationLayers(credentials: ["database-password": "Pw-9f3-long"])
+        layers.setFlag(.fall, padding + "Pw-9f3-long")
+        #expect(throws: ConfigurationError(
+            code: .invalidValue, key: "fall", source: "--fall", message: "must be a whole number from 1 to 1000, got '\(padding)**…'"
+        )) { try layers.resolve() }
+        #expect(throws: ConfigurationError(
+            code: .unknownKey, key: padding + "**…", source: "/c:1",
+            message: "unknown key (known keys: \(ConfigKey.allCases.map(\.rawValue).joined(separator: ", ")))"
+        )) { try layers.parseFile(padding + "Pw-9f3-long = 1", path: "/c") }
+    }
+
     @Test func onlyLFCRLFAndCREndLines() throws {
         // A form feed or U+2028 is not a line break for an editor: line numbers must agree.
         let values = try ConfigFile.parse("# page one\u{0C}still a comment\ninterval = 5s\u{2028}\r\nfall = 3\rrise = 4", path: "/c")
