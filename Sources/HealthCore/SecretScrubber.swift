@@ -69,19 +69,38 @@ public struct SecretScrubber: Sendable, Equatable {
     /// which quote the offending text: it may be a password that was not recognised as one
     /// (`password=my secret` makes libpq complain about `"secret"`). Scalar by scalar, so that
     /// a quote followed by a combining mark still counts.
-    public static func maskQuoted(_ text: String) -> String {
+    ///
+    /// `input`, the connection string, tells where a quoted piece ends when the piece itself
+    /// holds a quote (`postgres"ql://u:pw@h`): it runs to the farthest closing quote that
+    /// leaves it a piece of the input.
+    public static func maskQuoted(_ text: String, input: String? = nil) -> String {
+        let scalars = Array(text.unicodeScalars)
+        let quotes = scalars.indices.filter { scalars[$0] == "\"" }
+        let inputBytes = input.map { Array($0.utf8) }
         var output = String.UnicodeScalarView()
-        var inside = false
-        for scalar in text.unicodeScalars {
-            if scalar == "\"" {
-                if inside { output.append(contentsOf: mask.unicodeScalars) }
-                output.append(scalar)
-                inside.toggle()
-            } else if !inside {
-                output.append(scalar)
+        var position = 0
+        var next = 0
+        while next < quotes.count {
+            let open = quotes[next]
+            output.append(contentsOf: scalars[position...open])
+            output.append(contentsOf: mask.unicodeScalars)
+            let candidates = quotes[(next + 1)...]
+            var close = candidates.first
+            if let inputBytes, candidates.count > 1 {
+                close = candidates.last { candidate in
+                    let piece = Array(String(String.UnicodeScalarView(scalars[(open + 1)..<candidate])).utf8)
+                    return piece.isEmpty || firstIndex(of: piece, in: inputBytes, from: 0) != nil
+                } ?? close
             }
+            guard let close else {
+                position = scalars.count
+                break
+            }
+            output.append(scalars[close])
+            position = close + 1
+            next = quotes.firstIndex(of: close)! + 1
         }
-        if inside { output.append(contentsOf: mask.unicodeScalars) }
+        if position < scalars.count { output.append(contentsOf: scalars[position...]) }
         return String(output)
     }
 

@@ -64,6 +64,12 @@ import Testing
         #expect(SecretScrubber.maskQuoted("after \"\u{301}pw-9f3\" in") == "after \"***\" in")
     }
 
+    @Test func aQuotedPieceThatHoldsAQuoteIsMaskedWhole() {
+        let input = "post\"gres://app:pw-9f3@h/db"
+        let message = "missing \"=\" after \"post\"gres://app:pw-9f3@h/db\" in connection info string"
+        #expect(SecretScrubber.maskQuoted(message, input: input) == "missing \"***\" after \"***\" in connection info string")
+    }
+
     @Test func keyValuePasswordsAfterAJoiner() {
         #expect(SecretScrubber.passwords(in: "host=db password=\u{200D}pw-9f3 user=x") == ["\u{200D}pw-9f3"])
     }
