@@ -211,7 +211,9 @@ public struct ConfigurationLayers: Sendable {
     /// must not carry (a URL given to the wrong key or flag).
     private func quoted(_ value: SourcedValue) -> String {
         let text = value.text
-        if text.contains("@") || text.contains("://") || text.lowercased().contains("password") {
+        // Bytes, not Characters: a combining mark after '@' must not hide it.
+        let bytes = Array(text.lowercased().utf8)
+        if bytes.contains(UInt8(ascii: "@")) || bytes.contains("://".utf8) || bytes.contains("password".utf8) {
             return "a value that looks like a connection string (not repeated here)"
         }
         return "'" + ConfigurationError.shown(scrubber.scrub(text)) + "'"

@@ -179,6 +179,12 @@ import Testing
             code: .invalidValue, key: "log_level", source: "--log-level",
             message: "must be one of \(LogLevel.allCases.map(\.rawValue).joined(separator: ", ")), got a value that looks like a connection string (not repeated here)"
         )) { try layers.resolve() }
+        layers = ConfigurationLayers()
+        layers.setFlag(.fall, "u:pw-9f3@\u{301}db")
+        #expect(throws: ConfigurationError(
+            code: .invalidValue, key: "fall", source: "--fall",
+            message: "must be a whole number from 1 to 1000, got a value that looks like a connection string (not repeated here)"
+        )) { try layers.resolve() }
         layers = ConfigurationLayers(file: [.interval: SourcedValue("host=db password=pw-9f3", source: .file(path: "/c", line: 1))])
         #expect(throws: ConfigurationError(
             code: .invalidValue, key: "interval", source: "/c:1",
