@@ -15,7 +15,7 @@ private let snapshots: [StatusSnapshot] = [HealthState.starting, .healthy, .unhe
         configuration: configuration, target: "postgresql://app@db/app", version: "1.0", pid: 7, startedAt: wall, startedInstant: started
     )
     snapshot.state = state
-    for index in 0..<(state == .healthy ? 1_100 : 2) {
+    for index in 0..<(state == .healthy ? 120 : 2) {
         snapshot.append(Transition(
             id: UUID(), from: .healthy, to: .unhealthy, observedAt: wall, reason: "timeout", phase: .tls,
             latency: .milliseconds(index), consecutive: index, message: "message \(index) \"quoted\" \\ \u{0}\u{1B}"
