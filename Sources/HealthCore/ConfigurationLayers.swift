@@ -27,8 +27,51 @@ public struct ConfigurationLayers: Sendable {
         flags[key] = SourcedValue(value, source: .flag(key.flag))
     }
 
+    /// Parses the config file's text into the file layer. Set the flags, environment and
+    /// credentials first: an error is scrubbed of the passwords they hold.
+    public mutating func parseFile(_ text: String, path: String) throws(ConfigurationError) {
+        file = try ConfigFile.parse(text, path: path, secrets: scrubber)
+    }
+
+    /// Knows every password the layers hold: in connection strings given anywhere, and the
+    /// password credential.
+    public var scrubber: SecretScrubber {
+        var strings = [environment["DATABASE_URL"], credentials["database-url"], credentials["events-database-url"]]
+        for key in [ConfigKey.databaseURL, .eventsDatabaseURL] {
+            strings += [flags[key]?.text, file[key]?.text]
+        }
+        var scrubber = SecretScrubber(secrets: strings.compactMap { $0 }.flatMap(SecretScrubber.passwords(in:)))
+        if let password = credentials["database-password"] { scrubber.add([password]) }
+        return scrubber
+    }
+
+    /// A validated configuration, or an error that names the key and where it was set. The
+    /// error never repeats a secret the layers hold.
     public func resolve() throws(ConfigurationError) -> DaemonConfiguration {
+        do {
+            return try resolveUnscrubbed()
+        } catch {
+            throw error.scrubbed(by: scrubber)
+        }
+    }
+
+    private func resolveUnscrubbed() throws(ConfigurationError) -> DaemonConfiguration {
         var config = DaemonConfiguration.defaults
+        // Strings handed to C (paths, libpq) would be cut short at a NUL, silently.
+        for key in [ConfigKey.databaseURL, .eventsDatabaseURL, .stateDirectory, .alertLog] {
+            if let value = value(key), value.text.utf8.contains(0) { throw invalid(key, value, "must not contain a NUL character") }
+        }
+        if environment["DATABASE_URL"]?.utf8.contains(0) == true {
+            throw ConfigurationError(
+                code: .invalidValue, key: ConfigKey.databaseURL.rawValue, source: ConfigSource.environment("DATABASE_URL").description,
+                message: "must not contain a NUL character"
+            )
+        }
+        for name in Self.credentialNames where credentials[name]?.utf8.contains(0) == true {
+            throw ConfigurationError(
+                code: .invalidValue, key: nil, source: "credential \(name)", message: "must not contain a NUL character"
+            )
+        }
 
         // An empty value counts as unset, so `database_url = ''` does not hide DATABASE_URL.
         // After flags and the file: a systemd credential, then DATABASE_URL.
@@ -79,7 +122,7 @@ public struct ConfigurationLayers: Sendable {
         }
         if let value = value(.spoolLimit) {
             guard let limit = Int(value.text.trimmed()), (1...10_000_000).contains(limit) else {
-                throw invalid(.spoolLimit, value, "must be a whole number from 1 to 10000000, got '\(value.text)'")
+                throw invalid(.spoolLimit, value, "must be a whole number from 1 to 10000000, got \(quoted(value))")
             }
             config.spoolLimit = limit
         }
@@ -92,7 +135,7 @@ public struct ConfigurationLayers: Sendable {
         }
         if let value = nonEmptyValue(.httpListen) {
             guard let address = ListenAddress(value.text) else {
-                throw invalid(.httpListen, value, "must be HOST:PORT, [IPv6]:PORT or :PORT, got '\(value.text)'")
+                throw invalid(.httpListen, value, "must be HOST:PORT, [IPv6]:PORT or :PORT, got \(quoted(value))")
             }
             config.httpListen = address
         }
@@ -103,7 +146,7 @@ public struct ConfigurationLayers: Sendable {
         if let value = value(.logLevel) {
             guard let level = LogLevel(rawValue: value.text.lowercased()) else {
                 let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")
-                throw invalid(.logLevel, value, "must be one of \(names), got '\(value.text)'")
+                throw invalid(.logLevel, value, "must be one of \(names), got \(quoted(value))")
             }
             config.logLevel = level
         }
@@ -137,12 +180,12 @@ public struct ConfigurationLayers: Sendable {
         do {
             parsed = try HumanDuration.parse(value.text)
         } catch {
-            throw invalid(key, value, error.description)
+            throw invalid(key, value, "\(quoted(value)) is not a duration (write a number with ms, s or m, e.g. 250ms, 1s, 2m)")
         }
         guard parsed >= minimum, parsed <= maximum else {
             throw invalid(
                 key, value,
-                "must be between \(HumanDuration.format(minimum)) and \(HumanDuration.format(maximum)), got '\(value.text)'"
+                "must be between \(HumanDuration.format(minimum)) and \(HumanDuration.format(maximum)), got \(quoted(value))"
             )
         }
         return parsed
@@ -150,7 +193,7 @@ public struct ConfigurationLayers: Sendable {
 
     private func count(_ key: ConfigKey, _ value: SourcedValue) throws(ConfigurationError) -> Int {
         guard let number = Int(value.text.trimmed()), (1...1_000).contains(number) else {
-            throw invalid(key, value, "must be a whole number from 1 to 1000, got '\(value.text)'")
+            throw invalid(key, value, "must be a whole number from 1 to 1000, got \(quoted(value))")
         }
         return number
     }
@@ -159,8 +202,21 @@ public struct ConfigurationLayers: Sendable {
         switch value.text.lowercased() {
         case "true", "on", "yes", "1": return true
         case "false", "off", "no", "0": return false
-        default: throw invalid(key, value, "must be true or false, got '\(value.text)'")
+        default: throw invalid(key, value, "must be true or false, got \(quoted(value))")
         }
+    }
+
+    /// A value as an error repeats it: secrets masked, then quoted, shortened and made
+    /// printable; not at all when it looks like a connection string, whose password the error
+    /// must not carry (a URL given to the wrong key or flag).
+    private func quoted(_ value: SourcedValue) -> String {
+        let text = value.text
+        // Bytes, not Characters: a combining mark after '@' must not hide it.
+        let bytes = Array(text.lowercased().utf8)
+        if bytes.contains(UInt8(ascii: "@")) || bytes.contains("://".utf8) || bytes.contains("password".utf8) {
+            return "a value that looks like a connection string (not repeated here)"
+        }
+        return "'" + ConfigurationError.shown(scrubber.scrub(text)) + "'"
     }
 
     private func invalid(_ key: ConfigKey, _ value: SourcedValue, _ message: String) -> ConfigurationError {

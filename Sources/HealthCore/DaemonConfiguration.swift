@@ -136,6 +136,33 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
         self.message = message
     }
 
+    /// The same error with every secret `scrubber` knows masked.
+    public func scrubbed(by scrubber: SecretScrubber) -> ConfigurationError {
+        ConfigurationError(code: code, key: key.map(scrubber.scrub), source: source.map(scrubber.scrub), message: scrubber.scrub(message))
+    }
+
+    /// Text from the input as an error may repeat it: at most 64 scalars, and control, format
+    /// and line-separator characters written as `\u{1B}`, so that a message stays on one line
+    /// and cannot drive the terminal it is printed on.
+    public static func shown(_ text: some StringProtocol) -> String {
+        var output = ""
+        var count = 0
+        for scalar in text.unicodeScalars {
+            count += 1
+            guard count <= 64 else {
+                output += "…"
+                break
+            }
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator:
+                output += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            default:
+                output.unicodeScalars.append(scalar)
+            }
+        }
+        return output
+    }
+
     public var description: String {
         var parts: [String] = []
         if let key { parts.append(key) }

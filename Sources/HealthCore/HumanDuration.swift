@@ -3,7 +3,7 @@ public enum HumanDuration {
     public struct ParseError: Error, Equatable, CustomStringConvertible {
         public var input: String
         public var description: String {
-            "'\(input)' is not a duration (write a number with ms, s or m, e.g. 250ms, 1s, 2m)"
+            "'\(ConfigurationError.shown(input))' is not a duration (write a number with ms, s or m, e.g. 250ms, 1s, 2m)"
         }
     }
 

@@ -7,24 +7,6 @@ extension StringProtocol {
         let end = lastIndex(where: { !$0.isWhitespace }).map { index(after: $0) } ?? start
         return start < end ? String(self[start..<end]) : ""
     }
-
-    /// The first range of an ASCII `needle`, ignoring ASCII case.
-    func firstRange(ofASCIICaseInsensitive needle: String) -> Range<Index>? {
-        let wanted = Array(needle.lowercased())
-        guard !wanted.isEmpty else { return nil }
-        var start = startIndex
-        while start < endIndex {
-            var cursor = start
-            var matched = 0
-            while matched < wanted.count, cursor < endIndex, self[cursor].lowercased() == String(wanted[matched]) {
-                matched += 1
-                cursor = index(after: cursor)
-            }
-            if matched == wanted.count { return start..<cursor }
-            start = index(after: start)
-        }
-        return nil
-    }
 }
 
 extension String {

@@ -27,7 +27,8 @@ public struct ConnectionTarget: Sendable {
                 PQfreemem(errorMessage)
             }
             // libpq quotes the offending piece of the string, which may be (part of) the password.
-            throw ConnectionStringError(message: SecretScrubber.maskQuoted(scrubber.scrub(message)))
+            // Quoted pieces first, while they still match the input they were copied from.
+            throw ConnectionStringError(message: scrubber.scrub(SecretScrubber.maskQuoted(message, input: connectionString)))
         }
         defer { PQconninfoFree(parsed) }
 
@@ -51,6 +52,23 @@ public struct ConnectionTarget: Sendable {
         if isURL, options.contains(where: { ["host", "port", "dbname", "user"].contains($0.keyword) && $0.value.contains("@") }) {
             throw ConnectionStringError(
                 message: "the URL's user or password contains an unencoded '@' or '/'; percent-encode them (%40, %2F)"
+            )
+        }
+        // A URL given as the value of an option (`host=postgresql://u:pw@db`) would put its
+        // password in the display and in libpq's errors. Host names and ports never hold '@'
+        // ("@name" is an abstract socket).
+        let misplaced = options.first { option in
+            if option.keyword == "password" { return false }
+            if let scheme = option.value.firstRange(of: "://"), option.value[scheme.upperBound...].contains("@") { return true }
+            switch option.keyword {
+            case "host": return option.value.split(separator: ",").contains { $0.dropFirst().contains("@") }
+            case "hostaddr", "port": return option.value.contains("@")
+            default: return false
+            }
+        }
+        if let misplaced {
+            throw ConnectionStringError(
+                message: "\(misplaced.keyword) holds a URL or user information ('@'); give a URL as the whole connection string, and user and password as options of their own"
             )
         }
         return ConnectionTarget(options: options, display: scrubber.scrub(Self.describe(options)), scrubber: scrubber)

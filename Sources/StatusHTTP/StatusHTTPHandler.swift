@@ -37,8 +37,16 @@ final class StatusHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard let head, !refused else { return }
             self.head = nil
             let reply = respond(head.method.rawValue, head.uri)
-            write(reply, for: head, keepAlive: head.isKeepAlive, context: context)
+            write(reply, for: head, keepAlive: head.isKeepAlive && !Self.stopsParsing(head), context: context)
         }
+    }
+
+    /// After a CONNECT or a request to upgrade the protocol the decoder reads no further
+    /// requests on the connection, and NIO sends the reply to a CONNECT without a length. The
+    /// connection is closed after the reply, or a client would wait for an answer (or the end
+    /// of the body) until the idle timeout; `curl --http2` asks to upgrade to h2c.
+    static func stopsParsing(_ head: HTTPRequestHead) -> Bool {
+        head.method == .CONNECT || head.headers.contains(name: "upgrade")
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -87,17 +87,7 @@ struct HealthDaemonCommand: AsyncParsableCommand {
                 }
             }
         }
-        if let config {
-            let text: String
-            switch Self.readTextFile(config) {
-            case .success(let contents): text = contents
-            case .failure(let reason):
-                throw ConfigurationError(
-                    code: .unreadableFile, key: nil, source: "--config", message: "cannot read \(config): \(reason.reason)"
-                )
-            }
-            layers.file = try ConfigFile.parse(text, path: config)
-        }
+        // Flags first: a config file error is scrubbed of the passwords they hold.
         layers.setFlag(.databaseURL, databaseURL)
         layers.setFlag(.interval, interval)
         layers.setFlag(.timeout, timeout)
@@ -113,6 +103,17 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         layers.setFlag(.httpListen, httpListen)
         layers.setFlag(.flapThreshold, flapThreshold)
         layers.setFlag(.flapWindow, flapWindow)
+        if let config {
+            let text: String
+            switch Self.readTextFile(config) {
+            case .success(let contents): text = contents
+            case .failure(let reason):
+                throw ConfigurationError(
+                    code: .unreadableFile, key: nil, source: "--config", message: "cannot read \(config): \(reason.reason)"
+                )
+            }
+            try layers.parseFile(text, path: config)
+        }
         return layers
     }
 

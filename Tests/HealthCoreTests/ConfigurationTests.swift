@@ -169,3 +169,91 @@ import Testing
         #expect(try layers.resolve().databaseURL == "postgresql://file/db")
     }
 }
+
+/// Found by FuzzTests: each was broken before.
+@Suite struct ConfigurationRegressionTests {
+    @Test func aConnectionStringUnderTheWrongKeyIsNotRepeated() {
+        var layers = ConfigurationLayers()
+        layers.setFlag(.logLevel, "postgresql://u:pw-9f3@db/app")
+        #expect(throws: ConfigurationError(
+            code: .invalidValue, key: "log_level", source: "--log-level",
+            message: "must be one of \(LogLevel.allCases.map(\.rawValue).joined(separator: ", ")), got a value that looks like a connection string (not repeated here)"
+        )) { try layers.resolve() }
+        layers = ConfigurationLayers()
+        layers.setFlag(.fall, "u:pw-9f3@\u{301}db")
+        #expect(throws: ConfigurationError(
+            code: .invalidValue, key: "fall", source: "--fall",
+            message: "must be a whole number from 1 to 1000, got a value that looks like a connection string (not repeated here)"
+        )) { try layers.resolve() }
+        layers = ConfigurationLayers(file: [.interval: SourcedValue("host=db password=pw-9f3", source: .file(path: "/c", line: 1))])
+        #expect(throws: ConfigurationError(
+            code: .invalidValue, key: "interval", source: "/c:1",
+            message: "a value that looks like a connection string (not repeated here) is not a duration (write a number with ms, s or m, e.g. 250ms, 1s, 2m)"
+        )) { try layers.resolve() }
+    }
+
+    @Test func aPasswordPastedOnALineOfItsOwnIsNotRepeated() {
+        let text = "database_url = 'postgresql://u:Pw-9f3@db/app'\nPw-9f3\n"
+        #expect(throws: ConfigurationError(
+            code: .unknownKey, key: "***", source: "/c:2",
+            message: "unknown key (known keys: \(ConfigKey.allCases.map(\.rawValue).joined(separator: ", ")))"
+        )) { try ConfigFile.parse(text, path: "/c") }
+        // The password known only from a credential.
+        var layers = ConfigurationLayers(credentials: ["database-password": "Pw-9f3"])
+        #expect(throws: ConfigurationError(
+            code: .syntax, key: nil, source: "/c:1", message: "unterminated quoted value for '***'"
+        )) { try layers.parseFile("Pw-9f3 = 'x", path: "/c") }
+        layers.setFlag(.spoolLimit, "Pw-9f3")
+        #expect(throws: ConfigurationError(
+            code: .invalidValue, key: "spool_limit", source: "--spool-limit", message: "must be a whole number from 1 to 10000000, got '***'"
+        )) { try layers.resolve() }
+    }
+
+    @Test func aPasswordIsMaskedBeforeALongValueIsShortened() {
+        let padding = String(repeating: "x", count: 62)
+        var layers = ConfigurationLayers(credentials: ["database-password": "Pw-9f3-long"])
+        layers.setFlag(.fall, padding + "Pw-9f3-long")
+        #expect(throws: ConfigurationError(
+            code: .invalidValue, key: "fall", source: "--fall", message: "must be a whole number from 1 to 1000, got '\(padding)**…'"
+        )) { try layers.resolve() }
+        #expect(throws: ConfigurationError(
+            code: .unknownKey, key: padding + "**…", source: "/c:1",
+            message: "unknown key (known keys: \(ConfigKey.allCases.map(\.rawValue).joined(separator: ", ")))"
+        )) { try layers.parseFile(padding + "Pw-9f3-long = 1", path: "/c") }
+    }
+
+    @Test func onlyLFCRLFAndCREndLines() throws {
+        // A form feed or U+2028 is not a line break for an editor: line numbers must agree.
+        let values = try ConfigFile.parse("# page one\u{0C}still a comment\ninterval = 5s\u{2028}\r\nfall = 3\rrise = 4", path: "/c")
+        #expect(values[.interval] == SourcedValue("5s", source: .file(path: "/c", line: 2)))
+        #expect(values[.fall] == SourcedValue("3", source: .file(path: "/c", line: 3)))
+        #expect(values[.rise] == SourcedValue("4", source: .file(path: "/c", line: 4)))
+        #expect(throws: ConfigurationError.self) { try ConfigFile.parse("fall = 3\u{0B}4", path: "/c") }
+    }
+
+    @Test func aByteOrderMarkIsNotPartOfTheFirstKey() throws {
+        #expect(try ConfigFile.parse("\u{FEFF}interval = 5s\n", path: "/c")[.interval]?.text == "5s")
+    }
+
+    @Test func aNULIsRefusedWhereCWouldCutTheValueShort() {
+        for key in [ConfigKey.databaseURL, .eventsDatabaseURL, .stateDirectory, .alertLog] {
+            var layers = ConfigurationLayers()
+            layers.setFlag(key, key == .stateDirectory || key == .alertLog ? "/tmp/a\0b" : "postgresql://h/a\0b")
+            #expect(throws: ConfigurationError(code: .invalidValue, key: key.rawValue, source: key.flag, message: "must not contain a NUL character")) {
+                try layers.resolve()
+            }
+        }
+        #expect(throws: ConfigurationError.self) { try ConfigurationLayers(credentials: ["database-password": "a\0b"]).resolve() }
+    }
+
+    @Test func repeatedValuesAreShortAndPrintable() {
+        var layers = ConfigurationLayers()
+        layers.setFlag(.fall, "\u{1B}[2J" + String(repeating: "9", count: 100_000))
+        do {
+            _ = try layers.resolve()
+            Issue.record("accepted")
+        } catch {
+            #expect(error.message == "must be a whole number from 1 to 1000, got '\\u{1B}[2J" + String(repeating: "9", count: 60) + "…'")
+        }
+    }
+}

@@ -44,3 +44,33 @@ import Testing
         #expect(scrubber.scrub("flagpw barepw kvpw") == "*** *** ***")
     }
 }
+
+/// Found by FuzzTests: a password next to a combining mark fused into one Character with its
+/// neighbour, and a Character-wise search missed it.
+@Suite struct SecretScrubberGraphemeTests {
+    @Test func passwordsThatStartWithACombiningMark() {
+        let connection = "postgresql://u:\u{301}pw-9f3@db/app"
+        #expect(SecretScrubber.passwords(in: connection) == ["\u{301}pw-9f3"])
+        let scrubber = SecretScrubber(connectionString: connection)
+        #expect(scrubber.scrub("u:\u{301}pw-9f3 failed") == "u:*** failed")
+    }
+
+    @Test func aMessageThatJoinsTheNextCharacterToThePassword() {
+        let scrubber = SecretScrubber(secrets: ["pw-9f3"])
+        #expect(scrubber.scrub("bad pw-9f3\u{301} here") == "bad ***\u{301} here")
+    }
+
+    @Test func aQuoteFollowedByACombiningMark() {
+        #expect(SecretScrubber.maskQuoted("after \"\u{301}pw-9f3\" in") == "after \"***\" in")
+    }
+
+    @Test func aQuotedPieceThatHoldsAQuoteIsMaskedWhole() {
+        let input = "post\"gres://app:pw-9f3@h/db"
+        let message = "missing \"=\" after \"post\"gres://app:pw-9f3@h/db\" in connection info string"
+        #expect(SecretScrubber.maskQuoted(message, input: input) == "missing \"***\" after \"***\" in connection info string")
+    }
+
+    @Test func keyValuePasswordsAfterAJoiner() {
+        #expect(SecretScrubber.passwords(in: "host=db password=\u{200D}pw-9f3 user=x") == ["\u{200D}pw-9f3"])
+    }
+}
