@@ -84,14 +84,14 @@ public struct FlapDetector: Sendable {
 
     /// Called every probe. Once the state has held for the window, flapping ends; returns the
     /// one transition to record if the settled state differs from the last recorded one.
-    public mutating func tick(at now: Date, state: HealthState, newID: UUID) -> Transition? {
+    public mutating func tick(at now: Date, state: HealthState, newID: @autoclosure () -> UUID) -> Transition? {
         guard isFlapping, let lastChange, now.timeIntervalSince(lastChange) >= settings.window.seconds else { return nil }
         isFlapping = false
         recent.removeAll()
         defer { suppressed = 0 }
         guard let from = lastRecorded, from != state else { return nil }
         return Transition(
-            id: newID, from: from, to: state, observedAt: now, reason: "settled",
+            id: newID(), from: from, to: state, observedAt: now, reason: "settled",
             consecutive: 0,
             message: "state held for \(HumanDuration.format(settings.window)) after flapping (\(suppressed) transitions suppressed)"
         )

@@ -67,8 +67,9 @@ public struct HealthStateMachine: Sendable {
         )
     }
 
-    /// Feeds one probe result; returns the transition it caused, if any.
-    public mutating func probeFinished(_ result: ProbeResult, at now: Date, newID: UUID) -> Transition? {
+    /// Feeds one probe result; returns the transition it caused, if any. `newID` is called only
+    /// for a transition: a steady state asks for no ids.
+    public mutating func probeFinished(_ result: ProbeResult, at now: Date, newID: @autoclosure () -> UUID) -> Transition? {
         if result.ok {
             consecutiveSuccesses += 1
             consecutiveFailures = 0
@@ -88,7 +89,7 @@ public struct HealthStateMachine: Sendable {
         }
         guard let target, target != state else { return nil }
         return enter(
-            target, at: now, id: newID, reason: result.reasonText,
+            target, at: now, id: newID(), reason: result.reasonText,
             phase: result.failure?.phase, sqlstate: result.failure?.sqlstate, latency: result.latency,
             consecutive: result.ok ? consecutiveSuccesses : consecutiveFailures,
             message: result.failure?.message ?? "SELECT 1 answered"
@@ -96,12 +97,12 @@ public struct HealthStateMachine: Sendable {
     }
 
     /// No connection string is configured; returns the transition, if the state changed.
-    public mutating func targetUnconfigured(at now: Date, newID: UUID) -> Transition? {
+    public mutating func targetUnconfigured(at now: Date, newID: @autoclosure () -> UUID) -> Transition? {
         consecutiveFailures = 0
         consecutiveSuccesses = 0
         guard state != .notConfigured else { return nil }
         return enter(
-            .notConfigured, at: now, id: newID, reason: HealthState.notConfigured.rawValue,
+            .notConfigured, at: now, id: newID(), reason: HealthState.notConfigured.rawValue,
             phase: nil, sqlstate: nil, latency: nil, consecutive: 0,
             message: "no database connection string is configured"
         )

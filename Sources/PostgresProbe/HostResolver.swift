@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Synchronization
 
@@ -138,12 +139,55 @@ struct ResolverError: Error, CustomStringConvertible {
 ///
 /// A probe must never queue behind other blocking work (a spool write, an insert into a slow
 /// events database): a shared pool would let those delay it past its deadline and upset the
-/// probe cadence. A thread per call costs tens of microseconds, once per probe interval.
+/// probe cadence. Each call has a thread to itself, a parked one when there is one.
 /// `nil` if no thread could be created.
 func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
     await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-        let started = DetachedThread.start { continuation.resume(returning: body()) }
+        let started = ParkedThreads.shared.run { continuation.resume(returning: body()) }
         if !started { continuation.resume(returning: nil) }
+    }
+}
+
+/// Threads for blocking calls that are kept parked between calls: the probe loop hands each
+/// probe to a thread that is already there instead of creating and tearing one down per probe.
+/// A call that finds no parked thread gets a new one, so calls never wait for each other; at
+/// most `keepParked` threads stay parked, the rest end.
+final class ParkedThreads: Sendable {
+    static let shared = ParkedThreads(keepParked: 2)
+
+    private final class Worker: Sendable {
+        let wake = DispatchSemaphore(value: 0)
+        let job = Mutex<(@Sendable () -> Void)?>(nil)
+    }
+
+    private let parked = Mutex<[Worker]>([])
+    private let keepParked: Int
+
+    init(keepParked: Int) {
+        self.keepParked = keepParked
+    }
+
+    /// `false` if no thread could be started for it.
+    func run(_ body: @escaping @Sendable () -> Void) -> Bool {
+        if let worker = parked.withLock({ $0.popLast() }) {
+            worker.job.withLock { $0 = body }
+            worker.wake.signal()
+            return true
+        }
+        let worker = Worker()
+        worker.job.withLock { $0 = body }
+        return DetachedThread.start { [self] in
+            while let job = worker.job.withLock({ job in defer { job = nil }; return job }) {
+                job()
+                let stays = parked.withLock { parked -> Bool in
+                    guard parked.count < keepParked else { return false }
+                    parked.append(worker)
+                    return true
+                }
+                guard stays else { return }
+                worker.wake.wait()
+            }
+        }
     }
 }
 
