@@ -10,6 +10,10 @@
 DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql curl logrotate systemd
     strace faketime util-linux gcc)
 
+# Release builds link the Swift runtime and Foundation statically: the installed binaries need
+# no Swift toolchain on the machine, and the daemon maps less at run time.
+RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib)
+
 log() {
     printf '==> %s\n' "$*" >&2
 }
