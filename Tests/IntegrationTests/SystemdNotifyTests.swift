@@ -138,7 +138,8 @@ final class NotifyListener: Sendable {
         defer { activator.terminate(timeout: .seconds(5)) }
         #expect(waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: path) })
         // The first connection starts the daemon, which answers it on the passed socket.
-        let response = try await StatusClient.get("/health", socketPath: path, timeout: .seconds(10))
+        // Generous: a debug build starting while the other suites run can be slow.
+        let response = try await StatusClient.get("/health", socketPath: path, timeout: .seconds(30))
         #expect(response.status == 200)
         let health = try JSONDecoder().decode(HealthDocument.self, from: Data(response.body))
         #expect(health.service == "dreamnet-healthd")
