@@ -106,7 +106,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HealthCoreTests",
-            dependencies: ["HealthCore"]
+            dependencies: ["HealthCore", "TestSupport"]
         ),
         .testTarget(
             name: "IntegrationTests",

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import HealthCore
 
 /// Seeded fuzzing of the two parsers that take input from outside: the configuration (file,
@@ -288,23 +289,6 @@ import Testing
 }
 
 // MARK: - Generators
-
-/// SplitMix64 (Steele, Lea and Flood): tiny, fast, and fully determined by its seed.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Damages text the way files, shells and clients do: flipped and stray bytes, truncation,
 /// doubled quotes, line endings from other systems, control characters, huge values.

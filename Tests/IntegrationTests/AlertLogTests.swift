@@ -8,10 +8,6 @@ import TestSupport
 @Suite(.serialized) struct AlertLogTests {
     let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
 
-    func tableIDs(_ cluster: TestPostgres) throws -> [String] {
-        try cluster.psql("SELECT id FROM system_events ORDER BY timestamp").split(separator: "\n").map(String.init)
-    }
-
     /// Must-show 6: logrotate with `create` + SIGUSR1, then with `copytruncate`, while
     /// `dreamnet-healthctl alerts --follow` runs: no line lost or split; ids match the table.
     @Test func rotationUnderAFollowerLosesNoLine() async throws {
@@ -63,7 +59,7 @@ import TestSupport
         #expect(ids.count == lines.count, "every line is a whole alert: \(lines)")
         #expect(ids.count == 7)
         #expect(Set(ids).count == ids.count)
-        #expect(ids == (try tableIDs(events)))
+        #expect(ids == (try systemEventIDs(events)))
         // The live file was recreated by rotation and holds only what came after it.
         let live = try String(contentsOfFile: daemon.alertLogPath, encoding: .utf8).split(separator: "\n")
         #expect(live.count == 2)
@@ -83,7 +79,7 @@ import TestSupport
         }
         #expect(alertLog?.error?.contains("/proc/no-such-dir/alerts.log") == true)
         _ = try await daemon.waitForSpool { $0.pending == 0 }
-        #expect(try tableIDs(cluster).count == 1)
+        #expect(try systemEventIDs(cluster).count == 1)
     }
 
     /// Must-show 5: the spool on a tiny full filesystem: degraded reported, no crash, nothing
@@ -129,8 +125,8 @@ import TestSupport
         #expect(spool?.degraded == false)
         #expect(spool?.inMemory == 0)
         let recorded = try await daemon.events().map(\.id)
-        #expect(Set(try tableIDs(events)) == Set(recorded))
-        #expect(try tableIDs(events).count == 3)
+        #expect(Set(try systemEventIDs(events)) == Set(recorded))
+        #expect(try systemEventIDs(events).count == 3)
     }
 }
 

@@ -117,15 +117,6 @@ func backendTitles() -> [String] {
 @Suite(.serialized) struct FaultMatrixDaemonTests {
     let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
 
-    func tableIDs(_ cluster: TestPostgres) throws -> [String] {
-        try cluster.psql("SELECT id FROM system_events ORDER BY timestamp, (metadata->>'seq')::bigint")
-            .split(separator: "\n").map(String.init)
-    }
-
-    func alertIDs(_ daemon: RunningDaemon) throws -> [String] {
-        try String(contentsOfFile: daemon.alertLogPath, encoding: .utf8).split(separator: "\n").compactMap { AlertLine.id(of: String($0)) }
-    }
-
     /// Row 14: fsync fails with EIO (injected into the running daemon with strace): the spool
     /// reports itself degraded and holds the events in memory; once fsync works again they are
     /// stored and delivered, each once, and the alert log matches the table.
@@ -152,9 +143,9 @@ func backendTitles() -> [String] {
 
         try events.start()
         _ = try #require(try await daemon.waitForSpool(timeout: .seconds(60)) { $0.pending == 0 && !$0.degraded && $0.inMemory == 0 })
-        let table = try tableIDs(events)
+        let table = try systemEventIDs(events)
         #expect(table.count == 3)
-        #expect(try alertIDs(daemon) == table)
+        #expect(try daemon.alertIDs() == table)
         #expect(Set(try await daemon.events().map(\.id)) == Set(table))
     }
 
@@ -183,7 +174,7 @@ func backendTitles() -> [String] {
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         let deliveries = try events.psql("SELECT metadata->>'delivery' || ':' || (payload->>'to') FROM system_events ORDER BY timestamp")
         #expect(deliveries.split(separator: "\n") == ["direct:healthy", "direct:unhealthy", "spooled:healthy"])
-        #expect(try alertIDs(daemon) == tableIDs(events))
+        #expect(try daemon.alertIDs() == systemEventIDs(events))
     }
 
     /// Row 10: an outage of hours with flaps in it, compressed in time: 100 ms probes, the
@@ -206,10 +197,10 @@ func backendTitles() -> [String] {
 
         try events.start()
         _ = try #require(try await daemon.waitForSpool(timeout: .seconds(60)) { $0.pending == 0 })
-        let table = try tableIDs(events)
+        let table = try systemEventIDs(events)
         #expect(table.count == 61)
         #expect(Set(table).count == 61)
-        #expect(try alertIDs(daemon) == table)
+        #expect(try daemon.alertIDs() == table)
         let transitions = try events.psql("SELECT (payload->>'from') || '>' || (payload->>'to') FROM system_events ORDER BY timestamp")
             .split(separator: "\n")
         #expect(transitions.first == "unknown>healthy")

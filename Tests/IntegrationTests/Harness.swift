@@ -101,9 +101,20 @@ final class RunningDaemon {
         return nil
     }
 
+    /// Event ids of the alert log's lines, in file order.
+    func alertIDs() throws -> [String] {
+        try String(contentsOfFile: alertLogPath, encoding: .utf8).split(separator: "\n").compactMap { AlertLine.id(of: String($0)) }
+    }
+
     func events() async throws -> [EventDocument] {
         try JSONDecoder().decode(EventsDocument.self, from: Data(try await get("/events?limit=1000").body)).events
     }
+}
+
+/// Ids of the rows of system_events, in the order the daemon recorded them.
+func systemEventIDs(_ cluster: TestPostgres) throws -> [String] {
+    try cluster.psql("SELECT id FROM system_events ORDER BY timestamp, (metadata->>'seq')::bigint")
+        .split(separator: "\n").map(String.init)
 }
 
 /// A cluster with a password-protected role, for auth failures and secrets.

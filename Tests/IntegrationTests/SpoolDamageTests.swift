@@ -44,7 +44,7 @@ import TestSupport
 
     /// Damage of every kind at offsets drawn from a fixed seed, so that a failure repeats.
     static func damages(fileSize: Int) -> [Damage] {
-        var generator = SeededGenerator(seed: 0x5eed_da4a)
+        var generator = SplitMix64(seed: 0x5eed_da4a)
         var damages: [Damage] = [.truncate(at: 0), .truncate(at: 50), .truncate(at: fileSize / 2), .truncate(at: fileSize - 1)]
         for _ in 0..<12 { damages.append(.truncate(at: Int.random(in: 100..<fileSize, using: &generator))) }
         for count in [1, 1, 1, 2, 4, 8, 16, 64] {
@@ -102,18 +102,5 @@ import TestSupport
         #expect(totals.movedAside > 0 && totals.quarantined > 0, "\(totals)")
         #expect(totals.kept > originals.count * Self.damages(fileSize: bytes.count).count / 3, "\(totals)")
         print("spool damage: \(totals)")
-    }
-}
-
-/// SplitMix64: a small, fixed pseudo-random sequence for reproducible damage.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }

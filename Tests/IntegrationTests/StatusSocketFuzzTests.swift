@@ -92,15 +92,6 @@ import TestSupport
     }
 }
 
-/// VmRSS from /proc/PID/status, in bytes.
-func residentBytes(of pid: pid_t) throws -> Int {
-    let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-          let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
-    else { throw TestSupportError("no VmRSS in /proc/\(pid)/status") }
-    return kib << 10
-}
-
 /// One connection: send everything, half-close, read until the daemon closes.
 private final class Exchange {
     let descriptor: Int32

@@ -460,3 +460,12 @@ extension Duration {
         return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
     }
 }
+
+/// VmRSS from /proc/PID/status, in bytes.
+public func residentBytes(of pid: pid_t) throws -> Int {
+    let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+    else { throw TestSupportError("no VmRSS in /proc/\(pid)/status") }
+    return kib << 10
+}
