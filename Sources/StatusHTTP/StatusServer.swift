@@ -188,10 +188,6 @@ struct FileIdentity: Equatable, Sendable {
     }
 }
 
-/// Counts open connections; lock-free, touched once per accept and once per close.
-/// Bounds the open connections. At the bound the oldest connection is closed to make room:
-/// a newcomer (an operator's `dreamnet-healthctl status`) is always served, and clients that
-/// open connections and sit on them cannot lock everyone else out.
 /// Numbers each accepted connection in the order the listener accepted it (child channels are
 /// then spread over event loops, where their order is lost) and admits it to the limiter.
 private final class ConnectionAdmissionHandler: ChannelInboundHandler {
@@ -212,6 +208,9 @@ private final class ConnectionAdmissionHandler: ChannelInboundHandler {
     }
 }
 
+/// Bounds the open connections. At the bound the oldest connection is closed to make room:
+/// a newcomer (an operator's `dreamnet-healthctl status`) is always served, and clients that
+/// open connections and sit on them cannot lock everyone else out.
 final class ConnectionLimiter: Sendable {
     /// Open connections by admission number: the smallest is the oldest. Numbers, not object
     /// identities, which a new channel may reuse before the old one's close is seen.
