@@ -199,19 +199,13 @@ enum HTTPResponses {
 
 /// Malformed requests, generated from a seed (SplitMix64, as in HealthCoreTests' fuzzing).
 struct RequestFuzzer {
-    private var state: UInt64
+    private var generator: SplitMix64
 
     init(seed: UInt64) {
-        state = seed
+        generator = SplitMix64(seed: seed)
     }
 
-    private mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private mutating func next() -> UInt64 { generator.next() }
 
     mutating func int(_ range: Range<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
     mutating func oneIn(_ n: Int) -> Bool { int(0..<n) == 0 }
