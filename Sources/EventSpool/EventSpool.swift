@@ -206,14 +206,11 @@ public final class EventSpool: Sendable {
 
     /// The event's alert-log line and journal entry were written: once it is also in the
     /// database, its row can go.
-    public func markAnnounced(_ ids: [UUID]) throws(SpoolError) {
-        guard !ids.isEmpty else { return }
-        try write("mark events announced") { db in
-            for id in ids {
-                let key = id.uuidString.lowercased()
-                try db.execute(sql: "DELETE FROM events WHERE id = ? AND delivered = 1", arguments: [key])
-                try db.execute(sql: "UPDATE events SET announced = 1 WHERE id = ?", arguments: [key])
-            }
+    public func markAnnounced(_ id: UUID) throws(SpoolError) {
+        try write("mark an event announced") { db in
+            let key = id.uuidString.lowercased()
+            try db.execute(sql: "DELETE FROM events WHERE id = ? AND delivered = 1", arguments: [key])
+            try db.execute(sql: "UPDATE events SET announced = 1 WHERE id = ?", arguments: [key])
         }
     }
 
@@ -236,8 +233,8 @@ public final class EventSpool: Sendable {
     /// Marks events the database has committed: the oldest pending, up to and including
     /// `throughSeq` (batches are always the oldest pending events). Announced ones are removed;
     /// the others stay, delivered, until they are announced.
-    public func remove(throughSeq: Int64) throws(SpoolError) {
-        try write("remove delivered events") { db in
+    public func markDelivered(throughSeq: Int64) throws(SpoolError) {
+        try write("mark delivered events") { db in
             try db.execute(sql: "DELETE FROM events WHERE seq <= ? AND announced = 1", arguments: [throughSeq])
             try db.execute(sql: "UPDATE events SET delivered = 1 WHERE seq <= ?", arguments: [throughSeq])
         }

@@ -53,14 +53,16 @@ struct StoredFields: Equatable {
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
 
-    /// The event, if every field makes sense; `nil` for a damaged row.
-    var event: HealthEvent? {
+    /// The event, if every field makes sense; `nil` for a damaged row. `checkingPayload`: parse
+    /// the payload too, for a row without a checksum (a matching checksum already vouches for
+    /// it, and delivery reads rows by the thousand).
+    func event(checkingPayload: Bool) -> HealthEvent? {
         guard let uuid = UUID(uuidString: id), uuid.uuidString.lowercased() == id,
               let kind = HealthEvent.Kind(rawValue: kind),
               let severity = HealthEvent.Severity(rawValue: severity),
               let observed = Timestamp.parse(observedAt),
               let origin = try? JSONDecoder().decode(HealthEvent.Origin.self, from: Data(origin.utf8)),
-              (try? JSONSerialization.jsonObject(with: Data(payload.utf8))) is [String: Any]
+              !checkingPayload || (try? JSONSerialization.jsonObject(with: Data(payload.utf8))) is [String: Any]
         else { return nil }
         return HealthEvent(id: uuid, kind: kind, severity: severity, observedAt: observed, payload: payload, origin: origin, summary: summary)
     }
@@ -80,10 +82,10 @@ struct StoredRow {
         func integer(_ column: String) -> Int64? {
             row.hasColumn(column) ? Int64.fromDatabaseValue(row[column] as DatabaseValue) : nil
         }
-        guard let seq = integer("seq"), let fields = StoredFields(row: row), let event = fields.event else { return nil }
-        if row.hasColumn("checksum"), !(row["checksum"] as DatabaseValue).isNull {
-            guard String.fromDatabaseValue(row["checksum"] as DatabaseValue) == fields.checksum else { return nil }
-        }
+        guard let seq = integer("seq"), let fields = StoredFields(row: row) else { return nil }
+        let checksum = row.hasColumn("checksum") ? String.fromDatabaseValue(row["checksum"] as DatabaseValue) : nil
+        if let checksum, checksum != fields.checksum { return nil }
+        guard let event = fields.event(checkingPayload: checksum == nil) else { return nil }
         self.seq = seq
         self.event = event
         attempts = Int(integer("attempts") ?? 0)

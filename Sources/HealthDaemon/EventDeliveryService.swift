@@ -119,7 +119,7 @@ final class EventDeliveryService: Service {
             }
             FaultInjection.afterCommit()
             let last = seqs.last ?? 0
-            if case .failure(let error) = await runBlocking({ Result { () throws(SpoolError) in try spool.remove(throughSeq: last) } }) {
+            if case .failure(let error) = await runBlocking({ Result { () throws(SpoolError) in try spool.markDelivered(throughSeq: last) } }) {
                 // Committed but still spooled: the replay inserts nothing twice (ON CONFLICT).
                 return .failure(.spool(error))
             }

@@ -105,14 +105,18 @@ final class EventRecorder: Sendable {
         }
         let messageID = event.kind == .transition ? SystemdJournal.transitionMessageID : SystemdJournal.recordKeepingMessageID
         let fieldList = fields
-        let spool = spool
         unspooled.withLock { queue in
             if queue.contains(where: { $0.id == event.id }) { announcedUnspooled.withLock { _ = $0.insert(event.id) } }
         }
-        let marked = await runBlocking {
+        await runBlocking {
             SystemdJournal.send(message: event.summary, priority: priority, messageID: messageID, fields: fieldList)
-            return Result { () throws(SpoolError) in try spool.markAnnounced([event.id]) }
         }
+        await markAnnounced(event.id)
+    }
+
+    private func markAnnounced(_ id: UUID) async {
+        let spool = spool
+        let marked = await runBlocking { Result { () throws(SpoolError) in try spool.markAnnounced(id) } }
         if case .failure(let error) = marked {
             // Harmless for now: the row stays, and a restart checks the alert log before
             // announcing it again.
@@ -146,10 +150,7 @@ final class EventRecorder: Sendable {
         for spooled in leftovers {
             let id = spooled.event.id.uuidString.lowercased()
             if written.contains(id) {
-                let result = await runBlocking { Result { () throws(SpoolError) in try spool.markAnnounced([spooled.event.id]) } }
-                if case .failure(let error) = result {
-                    logger.warning("could not mark an event announced", metadata: ["error": "\(error)"])
-                }
+                await markAnnounced(spooled.event.id)
             } else {
                 await announce(spooled.event)
                 announced += 1
