@@ -254,3 +254,31 @@ final class BackendSampler: @unchecked Sendable {
         return lock.withLock { (samples, highest) }
     }
 }
+
+/// Daemons started together probe spread over one interval, not in step.
+@Suite struct SplayTests {
+    @Test func theFirstProbeStartsAtARandomOffsetWithinOneInterval() async throws {
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let interval = 3.0
+        var daemons: [(daemon: RunningDaemon, launched: Date)] = []
+        for _ in 0..<6 {
+            let launched = Date()
+            daemons.append((try RunningDaemon(["--interval", "3s", "--splay"], environment: ["DATABASE_URL": cluster.url]), launched))
+        }
+        let steady = Date()
+        let unsplayed = try RunningDaemon(["--interval", "3s", "--no-splay"], environment: ["DATABASE_URL": cluster.url])
+        var offsets: [Double] = []
+        for (daemon, launched) in daemons + [(unsplayed, steady)] {
+            let first = try #require(try await daemon.waitForStatus(timeout: .seconds(15)) { $0.lastProbe != nil })
+            let at = try #require(first.lastProbe.flatMap { Timestamp.parse($0.at) })
+            offsets.append(at.timeIntervalSince(launched))
+        }
+        let splayed = offsets.dropLast()
+        // Within one interval of the start (plus the start-up itself, on a shared machine).
+        #expect(splayed.allSatisfy { $0 >= 0 && $0 < interval + 1.5 }, "\(offsets)")
+        // Six uniform draws over 3 s land within 0.3 s of each other with odds of about 1 in 2 000.
+        #expect(splayed.max()! - splayed.min()! > 0.3, "first probes in step: \(offsets)")
+        #expect(offsets.last! < 1.5, "without splay the first probe is at once: \(offsets)")
+    }
+}
