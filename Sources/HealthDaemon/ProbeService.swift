@@ -35,7 +35,7 @@ final class ProbeService: Service {
     /// Probes started, for the fault hook that stalls the loop.
     private let probeCount = MutexBox(0)
     /// The last STATUS= line sent.
-    private let lastStatus = MutexBox("")
+    private let lastStatus = MutexBox<(text: String, sentAt: ContinuousClock.Instant)>(("", .now))
     private let metrics: DaemonMetrics?
     /// Set once READY=1 has been sent: a reload before that must not send READY=1 early.
     let hasReported = MutexBox(false)
@@ -165,7 +165,7 @@ final class ProbeService: Service {
             if first {
                 first = false
                 let status = statusLine()
-                lastStatus.withLock { $0 = status }
+                lastStatus.withLock { $0 = (status, .now) }
                 notifier.ready(status: status)
                 hasReported.withLock { $0 = true }
             } else {
@@ -256,19 +256,33 @@ final class ProbeService: Service {
         }
     }
 
-    /// STATUS= when the line changed, or after a reload (whose READY=1 carried its own).
+    /// STATUS= when the line changed, or after a reload (whose READY=1 carried its own). A line
+    /// that differs only in the last probe's latency is sent at most every `statusRefresh`:
+    /// otherwise every probe would wake systemd.
     private func reportStatusIfChanged() {
+        guard notifier.isConnected else { return }
         let status = statusLine()
-        let changed = lastStatus.withLock { last in
-            defer { last = status }
-            return last != status
+        let now = ContinuousClock.now
+        let send = lastStatus.withLock { last -> Bool in
+            let changed = last.text != status
+                && (Self.withoutLatency(last.text) != Self.withoutLatency(status) || now - last.sentAt >= Self.statusRefresh)
+            if changed { last = (status, now) }
+            return changed
         }
-        if changed || forceStatus.withLock({ forced in
+        let forced = forceStatus.withLock { forced in
             defer { forced = false }
             return forced
-        }) {
-            notifier.status(status)
         }
+        if send || forced { notifier.status(status) }
+    }
+
+    static let statusRefresh = Duration.seconds(10)
+
+    /// The status line with the latency figure taken out.
+    private static func withoutLatency(_ line: String) -> Substring {
+        guard let start = line.range(of: "; last probe ok in ") else { return Substring(line) }
+        let rest = line[start.upperBound...]
+        return line[..<start.lowerBound] + (rest.firstIndex(of: ";").map { rest[$0...] } ?? "")
     }
 
     /// Sleeps to the next probe, waking to feed the watchdog when the interval is longer, and

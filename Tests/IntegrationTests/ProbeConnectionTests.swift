@@ -30,8 +30,9 @@ import TestSupport
         let frozenAt = ContinuousClock.now
         let unhealthy = try #require(try await daemon.waitFor(.unhealthy, timeout: .seconds(20)))
         let detection = ContinuousClock.now - frozenAt
-        // The bound is 3 + 2 × 0.5 + 0.5 = 4.5 s; generous on a shared machine.
-        #expect(detection < .seconds(9), "frozen postmaster seen after \(detection)")
+        // The bound is 3 + 2 × 0.5 + 0.5 = 4.5 s (DetectionTimingTests holds the defaults to
+        // theirs); generous here, where the suites share the machine.
+        #expect(detection < .seconds(15), "frozen postmaster seen after \(detection)")
         let failure = try #require(unhealthy.lastProbe)
         #expect(failure.connection == "fresh")
         #expect(failure.reason == "timeout")
@@ -275,13 +276,16 @@ final class BackendSampler: @unchecked Sendable {
             daemons.append(try RunningDaemon(["--interval", "3s", "--splay"], environment: ["DATABASE_URL": cluster.url]))
         }
         daemons.append(try RunningDaemon(["--interval", "3s", "--no-splay"], environment: ["DATABASE_URL": cluster.url]))
-        // From each daemon's own start (`started_at`), so that a slow launch on a busy machine
-        // does not count.
+        // The first probe's time is that of the first verdict (the transition from `starting`),
+        // taken from each daemon's own start (`started_at`), so that a slow launch on a busy
+        // machine does not count.
         var offsets: [Double] = []
         for daemon in daemons {
-            let first = try #require(try await daemon.waitForStatus(timeout: .seconds(20)) { $0.lastProbe != nil })
-            let at = try #require(first.lastProbe.flatMap { Timestamp.parse($0.at) })
-            let started = try #require(Timestamp.parse(first.startedAt))
+            let status = try #require(try await daemon.waitForStatus(timeout: .seconds(20)) { $0.lastProbe != nil })
+            let first = try #require(try await daemon.events().last)
+            #expect(first.from == "unknown")
+            let at = try #require(Timestamp.parse(first.observedAt))
+            let started = try #require(Timestamp.parse(status.startedAt))
             offsets.append(at.timeIntervalSince(started))
         }
         let splayed = offsets.dropLast()
