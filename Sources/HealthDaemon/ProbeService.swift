@@ -135,6 +135,9 @@ final class ProbeService: Service {
                     switch await ticksOnThread(prober: prober, generation: current.generation, from: nextStart) {
                     case .cancelled: return
                     case .reloaded:
+                        // Probe at once with the new settings; the task's wake-up for the same
+                        // reload is spent.
+                        reloaded.consume()
                         nextStart = ContinuousClock.now
                         continue
                     case .needsRecording(let probe, let change, let settledEvent, let startedAt):
@@ -227,7 +230,6 @@ final class ProbeService: Service {
                 switch ThreadFlag.sleep(until: wake, wakingOn: [cancellation.threadFlag, reloadedOnThread]) {
                 case nil: notifier.watchdog()
                 case let flag? where flag === reloadedOnThread:
-                    _ = reloaded.consume()
                     return .reloaded
                 case _?: return .cancelled
                 }
