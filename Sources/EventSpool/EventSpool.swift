@@ -44,7 +44,7 @@ public final class EventSpool: Sendable {
             let quarantined = try quarantineDamagedRows(connection)
             return (connection, quarantined > 0 ? Recovery(movedAsideTo: nil, salvaged: 0, damaged: quarantined) : nil)
         } catch let error as SQLiteError where error.isDamagedFile {
-            let aside = path + ".corrupt-" + Timestamp.format(Date()).replacing(":", with: "")
+            let aside = path + ".corrupt-" + Timestamp.format(Date()).filter { $0 != ":" }
             for suffix in ["", "-wal", "-shm"] where FileSystem.exists(path + suffix) {
                 // Never deleted, never altered: only renamed.
                 rename(path + suffix, aside + suffix)
