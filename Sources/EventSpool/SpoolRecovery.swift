@@ -59,7 +59,7 @@ struct StoredFields: Equatable {
               let severity = HealthEvent.Severity(rawValue: severity),
               let observed = Timestamp.parse(observedAt),
               let origin = try? JSONDecoder().decode(HealthEvent.Origin.self, from: Data(origin.utf8)),
-              !checkingPayload || (try? JSONDecoder().decode(AnyJSONObject.self, from: Data(payload.utf8))) != nil
+              !checkingPayload || JSONSyntax.isObject(payload)
         else { return nil }
         return HealthEvent(id: uuid, kind: kind, severity: severity, observedAt: observed, payload: payload, origin: origin, summary: summary)
     }
@@ -188,34 +188,4 @@ extension EventSpool {
             return damaged.count
         }
     }
-}
-
-/// A JSON object with any content: decoding one checks that a text is a JSON object, and
-/// keeps nothing of it.
-private struct AnyJSONObject: Decodable {
-    init(from decoder: any Decoder) throws {
-        let object = try decoder.container(keyedBy: AnyKey.self)
-        for key in object.allKeys { _ = try object.decode(AnyJSONValue.self, forKey: key) }
-    }
-}
-
-private struct AnyJSONValue: Decodable {
-    init(from decoder: any Decoder) throws {
-        if var array = try? decoder.unkeyedContainer() {
-            while !array.isAtEnd { _ = try array.decode(AnyJSONValue.self) }
-        } else if (try? AnyJSONObject(from: decoder)) != nil {
-            return
-        } else {
-            let value = try decoder.singleValueContainer()
-            if value.decodeNil() || (try? value.decode(Bool.self)) != nil || (try? value.decode(Double.self)) != nil { return }
-            _ = try value.decode(String.self)
-        }
-    }
-}
-
-private struct AnyKey: CodingKey {
-    var stringValue: String
-    var intValue: Int? { nil }
-    init(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) { nil }
 }

@@ -23,8 +23,8 @@ import TestSupport
     /// Events the full spool dropped while the fixture was written.
     static let dropped = 2
 
-    /// A copy of the fixture in a directory of its own.
-    static func copy() throws -> URL {
+    /// A copy of a fixture in a directory of its own.
+    static func copy(_ fixture: URL = fixture) throws -> URL {
         let directory = try temporaryDirectory(prefix: "spool-upgrade")
         try FileManager.default.copyItem(at: fixture, to: directory.appendingPathComponent(EventSpool.fileName))
         return directory
@@ -83,5 +83,30 @@ import TestSupport
         #expect(pending.dropLast().last?.kind == .spoolOverflow)
         #expect(pending.last == next)
         #expect(try reopened.summary().dropped == 0)
+    }
+
+    /// The same file with rows as schema v1 left them, and as `scripts/bench` adds them: no
+    /// checksum, so each is checked field by field, its payload parsed. Those whose payload is
+    /// not a JSON object are moved to `damaged_events`; the others are delivered as they are.
+    @Test func rowsWithoutAChecksumAreCheckedFieldByField() throws {
+        let fixture = Self.fixture.deletingLastPathComponent().appendingPathComponent("spool-v2-unchecked-rows.sqlite3")
+        let directory = try Self.copy(fixture)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let spool = try EventSpool(directory: directory.path, limit: 100)
+        let recovery = try #require(spool.recovery)
+        #expect(recovery.movedAsideTo == nil)
+        #expect(recovery.damaged == 4)
+        let pending = try spool.pending(limit: 100)
+        let good = ["6f1c2a9e-0b7d-4c55-9a3e-1d2b3c4d5e01", "6f1c2a9e-0b7d-4c55-9a3e-1d2b3c4d5e02", "6f1c2a9e-0b7d-4c55-9a3e-1d2b3c4d5e03"]
+        #expect(pending.map { $0.event.id.uuidString.lowercased() } == Self.spooled.map(\.id) + good)
+        #expect(pending.map(\.event.payload).suffix(3) == [
+            #"{"from":"healthy","to":"unhealthy","reason":{"code":"57P01","detail":["a",1,-1.5e3,true,null]},"note":"caf\u00e9 \"quoted\""}"#,
+            " { } ",
+            #"{"nested":{"deeper":{"deepest":[[],[{}]]}},"n":0.25}"#,
+        ])
+        // Moved out at open, not left to be found again.
+        let reopened = try EventSpool(directory: directory.path, limit: 100)
+        #expect(reopened.recovery == nil)
+        #expect(try reopened.pending(limit: 100).count == pending.count)
     }
 }
