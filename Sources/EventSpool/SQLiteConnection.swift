@@ -65,7 +65,7 @@ final class SQLiteConnection {
     func forEachRow(_ sql: String, _ arguments: [SQLiteValue] = [], _ body: (SQLiteRow) -> Void) throws(SQLiteError) {
         try withStatement(sql, arguments) { statement throws(SQLiteError) in
             let count = sqlite3_column_count(statement)
-            let names = (0..<count).map { String(cString: sqlite3_column_name(statement, $0)) }
+            let names = (0..<count).map { sqlite3_column_name(statement, $0).map { String(cString: $0) } ?? "" }
             while try step(statement) {
                 body(SQLiteRow(names: names, values: (0..<count).map { column(statement, $0) }))
             }
