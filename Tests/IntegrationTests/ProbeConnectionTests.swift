@@ -180,7 +180,7 @@ import TestSupport
         #expect(during <= 2, "the daemon left \(during) backends waiting on the lock")
         // The last second may already have seen the release.
         let held = seen.dropLast(2)
-        #expect(held.count > 90, "\(held.count) readings while the lock was held")
+        #expect(held.count > 20, "\(held.count) readings while the lock was held")
         #expect(held.allSatisfy { $0.state == "unhealthy" && $0.lastProbe?.reason == "timeout" })
         #expect(held.contains { $0.lastProbe?.message?.contains("still waiting") == true })
 
