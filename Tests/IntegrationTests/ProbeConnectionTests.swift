@@ -22,8 +22,8 @@ import TestSupport
         )
         _ = try #require(try await daemon.waitFor(.healthy))
         // Routine probes are on the kept session.
-        let routine = try await daemon.waitForStatus(timeout: .seconds(10)) { $0.lastProbe?.connection == "session" }
-        #expect(routine != nil, "no probe ran on the kept session")
+        let routine = try await daemon.waitForStatus(timeout: .seconds(30)) { $0.lastProbe?.connection == "session" }
+        #expect(routine != nil, "no probe ran on the kept session: \(String(describing: try await daemon.status().lastProbe))")
 
         try cluster.freeze()
         defer { try? cluster.thaw() }
