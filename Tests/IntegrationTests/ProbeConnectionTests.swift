@@ -23,7 +23,8 @@ import TestSupport
         _ = try #require(try await daemon.waitFor(.healthy))
         // Routine probes are on the kept session.
         let routine = try await daemon.waitForStatus(timeout: .seconds(30)) { $0.lastProbe?.connection == "session" }
-        #expect(routine != nil, "no probe ran on the kept session: \(String(describing: try await daemon.status().lastProbe))")
+        let latest = try await daemon.status().lastProbe
+        #expect(routine != nil, "no probe ran on the kept session: \(String(describing: latest))")
 
         try cluster.freeze()
         defer { try? cluster.thaw() }
