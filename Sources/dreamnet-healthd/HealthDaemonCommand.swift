@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import FoundationEssentials
 import Glibc
 import HealthCore
@@ -78,7 +79,10 @@ struct HealthDaemonCommand: AsyncParsableCommand {
                 switch Self.readTextFile(path) {
                 case .success(let text):
                     // Credential files often end in a newline the secret does not contain.
-                    layers.credentials[name] = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
+                    let value = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
+                    // The unit's fallback for a missing file (see credentialNote): unset.
+                    if Self.credentialNote(name: name, value: value) != nil { continue }
+                    layers.credentials[name] = value
                 case .failure(let reason):
                     throw ConfigurationError(
                         code: .unreadableFile, key: nil, source: "credential \(name)",
@@ -117,6 +121,27 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         return layers
     }
 
+    /// A connection-string credential that starts with `#` is a note, not a value: the unit
+    /// sets one with `SetCredential=` as the fallback systemd uses when the file named by
+    /// `LoadCredential=` is absent (without a fallback the service would not start at all).
+    /// No connection string starts with `#`; a password may, so passwords are never notes.
+    static func credentialNote(name: String, value: String) -> String? {
+        guard name != "database-password", value.hasPrefix("#") else { return nil }
+        let note = value.drop(while: { $0 == "#" || $0 == " " })
+        return note.isEmpty ? "absent" : String(note)
+    }
+
+    /// The notes of credentials that systemd could not load, for the log: "credential
+    /// database-url: absent: /etc/dreamnet-healthd/database-url does not exist".
+    static func absentCredentials(environment: [String: String]) -> [String] {
+        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return [] }
+        return ConfigurationLayers.credentialNames.compactMap { name in
+            guard case .success(let text) = readTextFile(directory + "/" + name) else { return nil }
+            let value = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
+            return credentialNote(name: name, value: value).map { "credential \(name): \($0)" }
+        }
+    }
+
     /// The whole file as UTF-8, or the reason it cannot be read (strerror's words).
     private static func readTextFile(_ path: String) -> Result<String, ReadFailure> {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
@@ -148,7 +173,22 @@ struct HealthDaemonCommand: AsyncParsableCommand {
 
 @main
 enum Main {
-    static func main() async {
+    /// A synchronous entry point on purpose. An async main is started on the main queue, and
+    /// libdispatch on Linux drains the main queue on a worker thread of the main thread's QoS,
+    /// user-initiated, which tries to renice itself to -4: an unprivileged service may not,
+    /// and libdispatch said so in the journal at every start ("Failed to set thread priority
+    /// for worker thread: ... errno=13"). The daemon runs in a task of medium priority
+    /// (nice 0) instead, while the main thread waits for it.
+    static func main() {
+        let finished = DispatchSemaphore(value: 0)
+        Task.detached(priority: .medium) {
+            await run()
+            finished.signal()
+        }
+        finished.wait()
+    }
+
+    static func run() async {
         let command: HealthDaemonCommand
         do {
             command = try HealthDaemonCommand.parse()
@@ -183,6 +223,10 @@ enum Main {
             return handler
         }
         let logger = Logger(label: "dreamnet-healthd")
+        for note in HealthDaemonCommand.absentCredentials(environment: environment) {
+            let source = layers.source(of: .databaseURL) ?? "none: not-configured"
+            logger.notice("\(note); the database URL comes from \(source)")
+        }
         let metrics = DaemonMetrics.bootstrap()
         raiseDescriptorLimit()
         // SIGHUP reloads once the services run; until then it must not terminate (its default).
