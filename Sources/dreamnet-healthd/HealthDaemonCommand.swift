@@ -173,19 +173,39 @@ struct HealthDaemonCommand: AsyncParsableCommand {
 
 @main
 enum Main {
-    /// A synchronous entry point on purpose. An async main is started on the main queue, and
-    /// libdispatch on Linux drains the main queue on a worker thread of the main thread's QoS,
-    /// user-initiated, which tries to renice itself to -4: an unprivileged service may not,
-    /// and libdispatch said so in the journal at every start ("Failed to set thread priority
-    /// for worker thread: ... errno=13"). The daemon runs in a task of medium priority
-    /// (nice 0) instead, while the main thread waits for it.
+    /// A synchronous entry point on purpose. libdispatch's event thread (timers, signal
+    /// sources) asks for the nice value of its QoS, -4; an unprivileged process may not lower
+    /// its nice value, and libdispatch then logs "Failed to set thread priority for worker
+    /// thread: ... errno=13" (to the journal, under systemd) at every start. The unit starts the
+    /// daemon at `Nice=-4`: the main thread then has the first dispatch worker started (at the
+    /// same QoS), which starts the event thread, both keeping -4, before any other work; the
+    /// workers of the default QoS that run the daemon set themselves back to 0, and threads
+    /// they start inherit 0. An async main would start on a user-initiated worker of its own,
+    /// and its work would run there.
     static func main() {
+        if getpriority(Int32(PRIO_PROCESS.rawValue), 0) <= -4 {
+            startDispatchEventThread()
+        }
         let finished = DispatchSemaphore(value: 0)
         Task.detached(priority: .medium) {
             await run()
             finished.signal()
         }
         finished.wait()
+    }
+
+    /// Activating a read source registers it with epoll on the calling thread, and the first
+    /// registration starts libdispatch's event thread from that thread, with its nice value.
+    static func startDispatchEventThread() {
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { return }
+        let source = DispatchSource.makeReadSource(fileDescriptor: ends[0], queue: .global())
+        source.setCancelHandler {
+            close(ends[0])
+            close(ends[1])
+        }
+        source.activate()
+        source.cancel()
     }
 
     static func run() async {
