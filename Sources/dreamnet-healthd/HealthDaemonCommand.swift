@@ -200,6 +200,8 @@ enum Main {
         var ends: [Int32] = [0, 0]
         guard pipe(&ends) == 0 else { return }
         let source = DispatchSource.makeReadSource(fileDescriptor: ends[0], queue: .global())
+        // libdispatch reports a source activated without a handler as a deprecated use.
+        source.setEventHandler {}
         source.setCancelHandler {
             close(ends[0])
             close(ends[1])
