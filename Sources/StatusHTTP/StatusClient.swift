@@ -13,7 +13,18 @@ public enum StatusClient {
     public struct Failure: Error, Sendable, CustomStringConvertible {
         public var socketPath: String
         public var detail: String
+        /// The system error behind the failure, when there was one (`EACCES`, `ECONNREFUSED`, ...).
+        public var errno: Int32?
         public var description: String { "cannot reach dreamnet-healthd at \(socketPath): \(detail)" }
+
+        public init(socketPath: String, detail: String, errno: Int32? = nil) {
+            self.socketPath = socketPath
+            self.detail = detail
+            self.errno = errno
+        }
+
+        /// The socket, or a directory on its way, refused this user.
+        public var isPermissionDenied: Bool { errno == EACCES || errno == EPERM }
     }
 
     public static func get(_ uri: String, socketPath: String, timeout: Duration = .seconds(5)) async throws(Failure) -> Response {
@@ -33,7 +44,7 @@ public enum StatusClient {
         } catch let failure as Failure {
             throw failure
         } catch let error as IOError {
-            throw Failure(socketPath: socketPath, detail: String(cString: strerror(error.errnoCode)))
+            throw Failure(socketPath: socketPath, detail: String(cString: strerror(error.errnoCode)), errno: error.errnoCode)
         } catch {
             throw Failure(socketPath: socketPath, detail: "\(error)")
         }

@@ -30,7 +30,7 @@ struct Events: AsyncParsableCommand {
             response = try await StatusClient.get("/events?limit=\(limit)", socketPath: options.path(parent: parent))
             document = try JSONDecoder().decode(EventsDocument.self, from: Data(response.body))
         } catch {
-            writeError("\(error)")
+            writeError(describe(error))
             throw ExitCode(Verdict.unknown.rawValue)
         }
         if json {

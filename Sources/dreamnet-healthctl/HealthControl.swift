@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Glibc
 import HealthCore
+import StatusHTTP
 
 /// `dreamnet-healthctl`: asks the daemon (or the database, for `probe`) and answers with the
 /// exit codes monitoring expects: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown.
@@ -13,6 +14,7 @@ struct HealthControl: AsyncParsableCommand {
             Exit codes: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown (daemon unreachable, \
             still starting, or its last report is stale).
             """,
+        // scripts/package checks that this is DaemonVersion.current (Sources/HealthDaemon/Version.swift).
         version: "0.1.0",
         subcommands: [Status.self, Probe.self, Wait.self, Events.self, Alerts.self]
     )
@@ -25,16 +27,44 @@ struct HealthControl: AsyncParsableCommand {
 /// Options every command that talks to the daemon shares.
 struct SocketOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
-        "The daemon's status socket (default $DREAMNET_HEALTHD_SOCKET or \(DaemonConfiguration.defaultSocketPath)).",
+        "The daemon's status socket (default $DREAMNET_HEALTHD_SOCKET, else \(DaemonConfiguration.defaultSocketPath), else \(SocketOptions.activationSocketPath) when only that exists).",
         valueName: "path"
     ))
     var socket: String?
 
+    /// Where the packaged `dreamnet-healthd.socket` unit listens (outside the service's
+    /// runtime directory, so that it outlives the service).
+    static let activationSocketPath = "/run/dreamnet-healthd.sock"
+
     /// The subcommand's `--socket`, else the one given before the subcommand, else the
-    /// environment, else the default.
+    /// environment, else the default; when the default does not exist but the socket unit's
+    /// does (socket activation), that one.
     func path(parent: HealthControl) -> String {
-        socket ?? parent.socket ?? ProcessInfo.processInfo.environment["DREAMNET_HEALTHD_SOCKET"] ?? DaemonConfiguration.defaultSocketPath
+        if let chosen = socket ?? parent.socket ?? ProcessInfo.processInfo.environment["DREAMNET_HEALTHD_SOCKET"] {
+            return chosen
+        }
+        let standard = DaemonConfiguration.defaultSocketPath
+        if access(standard, F_OK) != 0, errno == ENOENT, access(Self.activationSocketPath, F_OK) == 0 {
+            return Self.activationSocketPath
+        }
+        return standard
     }
+}
+
+/// The group the package creates: its members (and root) may query the status socket.
+let statusGroup = "dreamnet-health"
+
+/// Why the daemon could not be asked, with a hint when the socket refused this user: a bare
+/// "Permission denied" does not tell an operator what to do.
+func describe(_ error: any Error) -> String {
+    guard let failure = error as? StatusClient.Failure, failure.isPermissionDenied else { return "\(error)" }
+    return "\(failure): only root and members of the group '\(statusGroup)' may query dreamnet-healthd "
+        + "(add this user with: usermod -aG \(statusGroup) \(userName()), then log in again)"
+}
+
+private func userName() -> String {
+    guard let entry = getpwuid(getuid()), let name = entry.pointee.pw_name else { return "USER" }
+    return String(cString: name)
 }
 
 /// The exit codes, as Nagios plugins and pg_isready users expect them.

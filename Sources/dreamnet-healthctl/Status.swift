@@ -14,14 +14,29 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Print the daemon's JSON instead of a summary.")
     var json = false
 
+    /// Beyond the probe's deadline: the time to record the first verdict and publish it.
+    static let firstVerdictSlack = Duration.seconds(1)
+
     func run() async throws {
-        let document: StatusDocument
-        let response: StatusClient.Response
+        var document: StatusDocument
+        var response: StatusClient.Response
+        let path = options.path(parent: parent)
         do {
-            response = try await StatusClient.get("/status", socketPath: options.path(parent: parent))
+            response = try await StatusClient.get("/status", socketPath: path)
             document = try decodeStatus(response.body)
+            // A daemon that has just started (socket activation starts it for this very
+            // request) has its first verdict at most one probe deadline away: wait for it
+            // rather than answer "unknown".
+            if document.state == HealthState.starting.rawValue {
+                let deadline = ContinuousClock.now + .milliseconds(document.timeoutMs) + Self.firstVerdictSlack
+                while document.state == HealthState.starting.rawValue, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                    response = try await StatusClient.get("/status", socketPath: path)
+                    document = try decodeStatus(response.body)
+                }
+            }
         } catch {
-            writeError("\(error)")
+            writeError(describe(error))
             throw ExitCode(Verdict.unknown.rawValue)
         }
         let verdict = Verdict(state: document.state, stale: document.isStale)

@@ -40,6 +40,10 @@ struct Wait: AsyncParsableCommand {
                     return
                 }
                 lastProblem = status.isStale ? "last report is stale" : "state is \(status.state)"
+            } catch let failure as StatusClient.Failure where failure.isPermissionDenied {
+                // Waiting cannot change who this user is.
+                writeError(describe(failure))
+                throw ExitCode(Verdict.unknown.rawValue)
             } catch {
                 lastProblem = "\(error)"
             }

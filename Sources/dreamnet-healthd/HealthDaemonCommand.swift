@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import FoundationEssentials
 import Glibc
 import HealthCore
@@ -90,7 +91,10 @@ struct HealthDaemonCommand: AsyncParsableCommand {
                 switch Self.readTextFile(path) {
                 case .success(let text):
                     // Credential files often end in a newline the secret does not contain.
-                    layers.credentials[name] = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
+                    let value = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
+                    // The unit's fallback for a missing file (see credentialNote): unset.
+                    if Self.credentialNote(name: name, value: value) != nil { continue }
+                    layers.credentials[name] = value
                 case .failure(let reason):
                     throw ConfigurationError(
                         code: .unreadableFile, key: nil, source: "credential \(name)",
@@ -133,6 +137,27 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         return layers
     }
 
+    /// A connection-string credential that starts with `#` is a note, not a value: the unit
+    /// sets one with `SetCredential=` as the fallback systemd uses when the file named by
+    /// `LoadCredential=` is absent (without a fallback the service would not start at all).
+    /// No connection string starts with `#`; a password may, so passwords are never notes.
+    static func credentialNote(name: String, value: String) -> String? {
+        guard name != "database-password", value.hasPrefix("#") else { return nil }
+        let note = value.drop(while: { $0 == "#" || $0 == " " })
+        return note.isEmpty ? "absent" : String(note)
+    }
+
+    /// The notes of credentials that systemd could not load, for the log: "credential
+    /// database-url: absent: /etc/dreamnet-healthd/database-url does not exist".
+    static func absentCredentials(environment: [String: String]) -> [String] {
+        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return [] }
+        return ConfigurationLayers.credentialNames.compactMap { name in
+            guard case .success(let text) = readTextFile(directory + "/" + name) else { return nil }
+            let value = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
+            return credentialNote(name: name, value: value).map { "credential \(name): \($0)" }
+        }
+    }
+
     /// The whole file as UTF-8, or the reason it cannot be read (strerror's words).
     private static func readTextFile(_ path: String) -> Result<String, ReadFailure> {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
@@ -164,7 +189,44 @@ struct HealthDaemonCommand: AsyncParsableCommand {
 
 @main
 enum Main {
-    static func main() async {
+    /// A synchronous entry point on purpose. libdispatch's event thread (timers, signal
+    /// sources) asks for the nice value of its QoS, -4; an unprivileged process may not lower
+    /// its nice value, and libdispatch then logs "Failed to set thread priority for worker
+    /// thread: ... errno=13" (to the journal, under systemd) at every start. The unit starts the
+    /// daemon at `Nice=-4`: the main thread then has the first dispatch worker started (at the
+    /// same QoS), which starts the event thread, both keeping -4, before any other work; the
+    /// workers of the default QoS that run the daemon set themselves back to 0, and threads
+    /// they start inherit 0. An async main would start on a user-initiated worker of its own,
+    /// and its work would run there.
+    static func main() {
+        if getpriority(Int32(PRIO_PROCESS.rawValue), 0) <= -4 {
+            startDispatchEventThread()
+        }
+        let finished = DispatchSemaphore(value: 0)
+        Task.detached(priority: .medium) {
+            await run()
+            finished.signal()
+        }
+        finished.wait()
+    }
+
+    /// Activating a read source registers it with epoll on the calling thread, and the first
+    /// registration starts libdispatch's event thread from that thread, with its nice value.
+    static func startDispatchEventThread() {
+        var ends: [Int32] = [0, 0]
+        guard pipe(&ends) == 0 else { return }
+        let source = DispatchSource.makeReadSource(fileDescriptor: ends[0], queue: .global())
+        // libdispatch reports a source activated without a handler as a deprecated use.
+        source.setEventHandler {}
+        source.setCancelHandler {
+            close(ends[0])
+            close(ends[1])
+        }
+        source.activate()
+        source.cancel()
+    }
+
+    static func run() async {
         let command: HealthDaemonCommand
         do {
             command = try HealthDaemonCommand.parse()
@@ -199,6 +261,10 @@ enum Main {
             return handler
         }
         let logger = Logger(label: "dreamnet-healthd")
+        for note in HealthDaemonCommand.absentCredentials(environment: environment) {
+            let source = layers.source(of: .databaseURL) ?? "none: not-configured"
+            logger.notice("\(note); the database URL comes from \(source)")
+        }
         let metrics = DaemonMetrics.bootstrap()
         raiseDescriptorLimit()
         // SIGHUP reloads once the services run; until then it must not terminate (its default).
