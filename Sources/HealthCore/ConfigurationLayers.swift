@@ -143,6 +143,17 @@ public struct ConfigurationLayers: Sendable {
         if let value = value(.flapWindow) {
             config.flapWindow = try duration(.flapWindow, value, minimum: .seconds(1))
         }
+        if let value = value(.probeConnection) {
+            guard let mode = ProbeConnection(rawValue: value.text.trimmed().lowercased()) else {
+                throw invalid(.probeConnection, value, "must be fresh or session, got \(quoted(value))")
+            }
+            config.probeConnection = mode
+        }
+        if let value = value(.freshEvery) {
+            config.freshEvery = try duration(.freshEvery, value, minimum: .seconds(1), maximum: .seconds(3_600))
+        }
+        if let value = value(.splay) { config.splay = try boolean(.splay, value) }
+        if let value = value(.serverTimeouts) { config.serverTimeouts = try boolean(.serverTimeouts, value) }
         if let value = value(.logLevel) {
             guard let level = LogLevel(rawValue: value.text.lowercased()) else {
                 let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")

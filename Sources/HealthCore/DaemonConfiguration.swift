@@ -27,6 +27,19 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static let defaultAlertLogPath = "/var/log/dreamnet-healthd/alerts.log"
     public var flapThreshold: Int = 6
     public var flapWindow: Duration = .seconds(300)
+    /// How routine probes connect: a connection kept between probes (`session`), or a new one
+    /// each time (`fresh`). See the README's "Probe connections" for the trade.
+    public var probeConnection: ProbeConnection = .session
+    /// In session mode, a fresh connection is opened at least this often, so that a server
+    /// that answers its sessions but starts no new ones is still seen.
+    public var freshEvery: Duration = .seconds(30)
+    /// Start the probe schedule at a random offset within one interval, so daemons started
+    /// together do not probe in step.
+    public var splay: Bool = true
+    /// Ask the server to end a probe's statement itself at the deadline (`statement_timeout`
+    /// and `lock_timeout` in the startup packet's `options`). Off for poolers that reject
+    /// startup options.
+    public var serverTimeouts: Bool = true
 
     public static let defaultStateDirectory = "/var/lib/dreamnet-healthd"
 
@@ -58,6 +71,13 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// apart, or back to back when a probe takes longer than the interval.
     public var detectionBound: Duration { max(interval, timeout) * fall + timeout }
 
+    /// The bound for a fault only new connections see (a frozen postmaster, max_connections
+    /// reached, a pg_hba.conf change) while a kept session still answers: in session mode, the
+    /// next fresh connection is up to `freshEvery` away.
+    public var newConnectionDetectionBound: Duration {
+        probeConnection == .session ? freshEvery + detectionBound : detectionBound
+    }
+
     /// A status snapshot older than this is stale: the probe loop has stopped reporting.
     public var stalenessBound: Duration { interval * 2 + timeout }
 }
@@ -79,6 +99,10 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case httpListen = "http_listen"
     case flapThreshold = "flap_threshold"
     case flapWindow = "flap_window"
+    case probeConnection = "probe_connection"
+    case freshEvery = "fresh_every"
+    case splay
+    case serverTimeouts = "server_timeouts"
 
     public var flag: String { "--" + rawValue.replacing("_", with: "-") }
 }

@@ -62,6 +62,7 @@ public struct HealthEvent: Sendable, Equatable, Identifiable {
             sqlstate: transition.sqlstate,
             phase: transition.phase?.rawValue,
             latencyMs: transition.latency.map(StatusAPI.roundedMilliseconds),
+            connection: transition.connection?.rawValue,
             consecutive: transition.consecutive,
             message: transition.message,
             observedAt: Timestamp.format(transition.observedAt)
@@ -135,12 +136,14 @@ struct TransitionPayload: Encodable {
     var sqlstate: String?
     var phase: String?
     var latencyMs: Double?
+    /// `fresh` or `session`: the connection the deciding probe ran on.
+    var connection: String?
     var consecutive: Int
     var message: String
     var observedAt: String
 
     enum CodingKeys: String, CodingKey {
-        case from, to, reason, sqlstate, phase, consecutive, message
+        case from, to, reason, sqlstate, phase, connection, consecutive, message
         case latencyMs = "latency_ms", observedAt = "observed_at"
     }
 
@@ -152,6 +155,7 @@ struct TransitionPayload: Encodable {
         try container.encode(sqlstate, forKey: .sqlstate)
         try container.encode(phase, forKey: .phase)
         try container.encode(latencyMs, forKey: .latencyMs)
+        try container.encode(connection, forKey: .connection)
         try container.encode(consecutive, forKey: .consecutive)
         try container.encode(message, forKey: .message)
         try container.encode(observedAt, forKey: .observedAt)

@@ -91,7 +91,7 @@ public struct HealthStateMachine: Sendable {
         return enter(
             target, at: now, id: newID(), reason: result.reasonText,
             phase: result.failure?.phase, sqlstate: result.failure?.sqlstate, latency: result.latency,
-            consecutive: result.ok ? consecutiveSuccesses : consecutiveFailures,
+            connection: result.connection, consecutive: result.ok ? consecutiveSuccesses : consecutiveFailures,
             message: result.failure?.message ?? "SELECT 1 answered"
         )
     }
@@ -103,18 +103,18 @@ public struct HealthStateMachine: Sendable {
         guard state != .notConfigured else { return nil }
         return enter(
             .notConfigured, at: now, id: newID(), reason: HealthState.notConfigured.rawValue,
-            phase: nil, sqlstate: nil, latency: nil, consecutive: 0,
+            phase: nil, sqlstate: nil, latency: nil, connection: nil, consecutive: 0,
             message: "no database connection string is configured"
         )
     }
 
     private mutating func enter(
         _ target: HealthState, at now: Date, id: UUID, reason: String, phase: ProbePhase?,
-        sqlstate: String?, latency: Duration?, consecutive: Int, message: String
+        sqlstate: String?, latency: Duration?, connection: ProbeConnection?, consecutive: Int, message: String
     ) -> Transition {
         let transition = Transition(
             id: id, from: state, to: target, observedAt: now, reason: reason, phase: phase,
-            sqlstate: sqlstate, latency: latency, consecutive: consecutive, message: message
+            sqlstate: sqlstate, latency: latency, connection: connection, consecutive: consecutive, message: message
         )
         state = target
         since = now

@@ -39,6 +39,20 @@ extension Duration {
         return seconds * 1_000 + attoseconds / 1_000_000_000_000_000
     }
 
+    /// Whole nanoseconds, truncated.
+    public var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    /// A uniformly random share of this duration, from `low` (a fraction) up to all of it:
+    /// jitter, so that many daemons waiting the same time do not wake together.
+    public func jittered(from low: Double) -> Duration {
+        let whole = max(1, nanoseconds)
+        let least = Int64(Double(whole) * min(max(low, 0), 1))
+        return .nanoseconds(Int64.random(in: least...whole))
+    }
+
     /// Milliseconds as a fraction, for latencies.
     public var fractionalMilliseconds: Double {
         let (seconds, attoseconds) = components

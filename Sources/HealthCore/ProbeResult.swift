@@ -35,6 +35,14 @@ public enum FailureReason: String, Sendable, Codable, CaseIterable {
     case other
 }
 
+/// Which kind of connection a probe ran on.
+public enum ProbeConnection: String, Sendable, Codable, CaseIterable {
+    /// A connection opened for this probe: it tested that new sessions start.
+    case fresh
+    /// The connection the daemon keeps open between probes: it tested that the server answers.
+    case session
+}
+
 /// How long one phase of a probe took.
 public struct PhaseTiming: Sendable, Equatable, Codable {
     public var phase: ProbePhase
@@ -72,14 +80,19 @@ public struct ProbeResult: Sendable, Equatable {
     public var phases: [PhaseTiming]
     /// `nil` when the probe succeeded.
     public var failure: ProbeFailure?
+    /// The connection the verdict came from.
+    public var connection: ProbeConnection
 
     public var ok: Bool { failure == nil }
 
-    public init(startedAt: Date, latency: Duration, phases: [PhaseTiming], failure: ProbeFailure?) {
+    public init(
+        startedAt: Date, latency: Duration, phases: [PhaseTiming], failure: ProbeFailure?, connection: ProbeConnection = .fresh
+    ) {
         self.startedAt = startedAt
         self.latency = latency
         self.phases = phases
         self.failure = failure
+        self.connection = connection
     }
 
     /// The reason class as reported everywhere: the failure's reason, or `ok`.

@@ -109,7 +109,8 @@ public enum StatusAPI {
                 phasesMs: Dictionary(
                     probe.phases.map { ($0.phase.rawValue, roundedMilliseconds($0.duration)) },
                     uniquingKeysWith: +
-                )
+                ),
+                connection: probe.connection.rawValue
             )
         }
         return StatusDocument(
@@ -139,7 +140,9 @@ public enum StatusAPI {
                 degradedReason: snapshot.spool.degradedReason,
                 lastDeliveryError: snapshot.spool.lastDeliveryError
             ),
-            alertLog: snapshot.alertLogPath.map { StatusDocument.AlertLogStatus(path: $0, error: snapshot.alertLogError) }
+            alertLog: snapshot.alertLogPath.map { StatusDocument.AlertLogStatus(path: $0, error: snapshot.alertLogError) },
+            probeConnection: snapshot.target == nil ? nil : snapshot.probeConnection.rawValue,
+            freshEveryMs: snapshot.target == nil || snapshot.probeConnection == .fresh ? nil : snapshot.freshEvery.milliseconds
         )
     }
 

@@ -25,9 +25,11 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         /// Milliseconds since this probe finished, measured by the daemon's monotonic clock.
         public var ageMs: Int64
         public var phasesMs: [String: Double]
+        /// `fresh` or `session`: the connection the probe ran on.
+        public var connection: String?
 
         enum CodingKeys: String, CodingKey {
-            case at, ok, reason, phase, sqlstate, message
+            case at, ok, reason, phase, sqlstate, message, connection
             case latencyMs = "latency_ms", ageMs = "age_ms", phasesMs = "phases_ms"
         }
     }
@@ -52,6 +54,10 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var uptimeS: Double
     public var spool: Spool?
     public var alertLog: AlertLogStatus?
+    /// `fresh` or `session`: how routine probes connect.
+    public var probeConnection: String?
+    /// Session mode: a fresh connection is opened at least this often.
+    public var freshEveryMs: Int64?
 
     public struct AlertLogStatus: Codable, Sendable, Equatable {
         public var path: String
@@ -88,6 +94,8 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         case staleAfterMs = "stale_after_ms"
         case startedAt = "started_at"
         case uptimeS = "uptime_s"
+        case probeConnection = "probe_connection"
+        case freshEveryMs = "fresh_every_ms"
     }
 
     /// True when the probe loop has not reported within the staleness bound: what was last
@@ -109,13 +117,15 @@ public struct EventDocument: Codable, Sendable, Equatable {
     public var phase: String?
     public var sqlstate: String?
     public var latencyMs: Double?
+    /// `fresh` or `session`: the connection the deciding probe ran on.
+    public var connection: String?
     public var consecutive: Int
     public var message: String
     /// pending, direct, spooled, memory or dropped; `nil` when not recorded.
     public var delivery: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, from, to, reason, phase, sqlstate, consecutive, message, delivery
+        case id, from, to, reason, phase, sqlstate, consecutive, message, delivery, connection
         case observedAt = "observed_at"
         case latencyMs = "latency_ms"
     }
@@ -131,6 +141,7 @@ public struct EventDocument: Codable, Sendable, Equatable {
         phase = transition.phase?.rawValue
         sqlstate = transition.sqlstate
         latencyMs = transition.latency.map { ($0.fractionalMilliseconds * 1_000).rounded() / 1_000 }
+        connection = transition.connection?.rawValue
         consecutive = transition.consecutive
         message = transition.message
     }

@@ -52,6 +52,8 @@ public struct StatusSnapshot: Sendable {
     public var fall: Int
     public var rise: Int
     public var requireDatabase: Bool
+    public var probeConnection: ProbeConnection
+    public var freshEvery: Duration
     public var version: String
     public var pid: Int32
     public var startedAt: Date
@@ -81,6 +83,8 @@ public struct StatusSnapshot: Sendable {
         fall = configuration.fall
         rise = configuration.rise
         requireDatabase = configuration.requireDatabase
+        probeConnection = configuration.probeConnection
+        freshEvery = configuration.freshEvery
         self.version = version
         self.pid = pid
         self.startedAt = startedAt

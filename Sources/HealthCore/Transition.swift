@@ -13,6 +13,8 @@ public struct Transition: Sendable, Equatable, Identifiable {
     public var phase: ProbePhase?
     public var sqlstate: String?
     public var latency: Duration?
+    /// The kind of connection the deciding probe ran on; `nil` when no probe decided it.
+    public var connection: ProbeConnection?
     /// How many consecutive results in the new direction led here.
     public var consecutive: Int
     /// Human-readable, scrubbed of secrets.
@@ -21,7 +23,7 @@ public struct Transition: Sendable, Equatable, Identifiable {
     public init(
         id: UUID, from: HealthState, to: HealthState, observedAt: Date, reason: String,
         phase: ProbePhase? = nil, sqlstate: String? = nil, latency: Duration? = nil,
-        consecutive: Int, message: String
+        connection: ProbeConnection? = nil, consecutive: Int, message: String
     ) {
         self.id = id
         self.from = from
@@ -31,6 +33,7 @@ public struct Transition: Sendable, Equatable, Identifiable {
         self.phase = phase
         self.sqlstate = sqlstate
         self.latency = latency
+        self.connection = connection
         self.consecutive = consecutive
         self.message = message
     }

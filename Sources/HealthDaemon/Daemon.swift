@@ -75,8 +75,10 @@ public struct Daemon: Sendable {
             )
         }
         let server: StatusServer
+        var activated = false
         do {
             if let passed = try SocketActivation.passedListener(environment: ProcessInfo.processInfo.environment) {
+                activated = true
                 server = try await StatusServer.adopt(descriptor: passed, path: configuration.socketPath, respond: respond)
                 logger.info("serving on the socket passed by systemd", metadata: ["descriptor": "\(passed)"])
             } else {
@@ -114,13 +116,15 @@ public struct Daemon: Sendable {
         let environment = ProcessInfo.processInfo.environment
         let delivery = EventDeliveryService(
             spool: spool,
-            writer: eventsTarget.map { EventTableWriter(target: $0, environment: environment) },
+            writer: eventsTarget.map { EventTableWriter(target: $0, configuration: configuration, environment: environment) },
             store: store, logger: logger, wakeup: wakeup
         )
         let probe = ProbeService(
-            prober: target.map { PostgresProber(target: $0, timeout: configuration.timeout) },
+            prober: target.map { PostgresProber(target: $0, configuration: configuration) },
             configuration: configuration, store: store, recorder: recorder, remembered: remembered,
-            notifier: notifier, logger: logger, metrics: metrics
+            notifier: notifier, logger: logger, metrics: metrics,
+            // Started on demand by a client's request: that client waits for the first verdict.
+            splayFirstProbe: configuration.splay && !activated
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: StatusServerService(server: server)),
@@ -150,6 +154,7 @@ public struct Daemon: Sendable {
             "interval": "\(HumanDuration.format(configuration.interval))",
             "timeout": "\(HumanDuration.format(configuration.timeout))",
             "fall": "\(configuration.fall)", "rise": "\(configuration.rise)",
+            "probe_connection": "\(configuration.probeConnection.rawValue)",
         ])
         return Daemon(configuration: configuration, store: store, group: group, notifier: notifier)
     }
@@ -188,6 +193,21 @@ struct Targets {
         } catch {
             throw .configuration(ConfigurationError(code: .invalidValue, key: key.rawValue, source: source, message: error.description))
         }
+    }
+}
+
+extension PostgresProber {
+    init(target: ConnectionTarget, configuration: DaemonConfiguration) {
+        self.init(target: target, timeout: configuration.timeout, policy: ProbePolicy(
+            mode: configuration.probeConnection, freshEvery: configuration.freshEvery,
+            serverTimeouts: configuration.serverTimeouts
+        ))
+    }
+}
+
+extension EventTableWriter {
+    convenience init(target: ConnectionTarget, configuration: DaemonConfiguration, environment: [String: String]) {
+        self.init(target: target, serverTimeouts: configuration.serverTimeouts, environment: environment)
     }
 }
 

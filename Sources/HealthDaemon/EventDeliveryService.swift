@@ -8,7 +8,8 @@ import ServiceLifecycle
 
 /// Replays the spool into `system_events`, oldest first, in batches, and removes events only
 /// after the database has committed them. Sleeps until there is something to deliver; after a
-/// failure it retries with a backoff (1 s doubling to 10 s), or at once when woken (a new event,
+/// failure it retries with a jittered backoff (1 s doubling to 10 s, each wait a random 50–100 %
+/// of it), or at once when woken (a new event,
 /// the database back).
 final class EventDeliveryService: Service {
     static let batchSize = 1_000
@@ -63,7 +64,8 @@ final class EventDeliveryService: Service {
                         ])
                         lastError = failure.description
                     }
-                    await wakeup.wait(timeout: backoff)
+                    // Jittered: daemons that lost the same database retry spread out, not together.
+                    await wakeup.wait(timeout: backoff.jittered(from: 0.5))
                     backoff = min(backoff * 2, .seconds(10))
                 }
             }

@@ -33,12 +33,15 @@ final class ProbeService: Service {
     private let metrics: DaemonMetrics?
     /// Set once READY=1 has been sent: a reload before that must not send READY=1 early.
     let hasReported = MutexBox(false)
+    /// Start the schedule at a random offset within one interval (see `DaemonConfiguration.splay`).
+    private let splayFirstProbe: Bool
 
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
         remembered: DaemonMemory?, notifier: SystemdNotifier, logger: Logger, metrics: DaemonMetrics? = nil,
-        transitionHistoryLimit: Int = 1_000
+        transitionHistoryLimit: Int = 1_000, splayFirstProbe: Bool = false
     ) {
+        self.splayFirstProbe = splayFirstProbe
         self.metrics = metrics
         self.settings = MutexBox(Settings(prober: prober, interval: configuration.interval))
         self.store = store
@@ -68,6 +71,8 @@ final class ProbeService: Service {
             snapshot.fall = configuration.fall
             snapshot.rise = configuration.rise
             snapshot.requireDatabase = configuration.requireDatabase
+            snapshot.probeConnection = configuration.probeConnection
+            snapshot.freshEvery = configuration.freshEvery
             snapshot.target = prober?.target.display
         }
         reloaded.signal()
@@ -87,16 +92,33 @@ final class ProbeService: Service {
         } catch is CancellationError {
             // Graceful shutdown interrupted the sleep: the loop is done.
         }
+        // The kept session is not left for the server to find closed.
+        await settings.withLock { $0.prober }?.close()
         await recorder.finish(memory: memory)
     }
 
     private func probeLoop() async throws {
         var nextStart = ContinuousClock.now
+        if splayFirstProbe {
+            // Daemons started together (a fleet's restart, a boot) would otherwise probe, and
+            // open connections, in step for as long as they run.
+            let interval = settings.withLock { $0.interval }
+            nextStart += .nanoseconds(Int64.random(in: 0..<max(1, interval.nanoseconds)))
+            logger.debug("first probe splayed", metadata: ["in_ms": "\((nextStart - .now).milliseconds)"])
+            nextStart = try await sleep(until: nextStart)
+        }
         var first = true
         var probes = 0
         var lastStatus = ""
+        var lastProber: PostgresProber?
         while !Task.isCancelled {
             let current = settings.withLock { $0 }
+            // A reload replaced the prober: its kept session is closed before the new one
+            // connects, so the daemon never holds two.
+            if let previous = lastProber, current.prober.map({ !$0.sharesConnections(with: previous) }) ?? true {
+                await previous.close()
+            }
+            lastProber = current.prober
             if let prober = current.prober {
                 FaultInjection.stallProbeLoop(after: probes)
                 probes += 1
@@ -128,17 +150,23 @@ final class ProbeService: Service {
             nextStart += current.interval
             let now = ContinuousClock.now
             if nextStart < now { nextStart = now }
-            // Sleep to the next probe, waking to feed the watchdog when the interval is longer,
-            // and at once when a reload changed the settings.
-            while ContinuousClock.now < nextStart {
-                let wake = notifier.watchdogPeriod.map { min(nextStart, ContinuousClock.now + $0) } ?? nextStart
-                if await reloaded.wait(timeout: wake - ContinuousClock.now) {
-                    nextStart = ContinuousClock.now
-                }
-                try Task.checkCancellation()
-                notifier.watchdog()
-            }
+            nextStart = try await sleep(until: nextStart)
         }
+    }
+
+    /// Sleeps to the next probe, waking to feed the watchdog when the interval is longer, and
+    /// at once when a reload changed the settings. Returns when the probe starts.
+    private func sleep(until start: ContinuousClock.Instant) async throws -> ContinuousClock.Instant {
+        var start = start
+        while ContinuousClock.now < start {
+            let wake = notifier.watchdogPeriod.map { min(start, ContinuousClock.now + $0) } ?? start
+            if await reloaded.wait(timeout: wake - ContinuousClock.now) {
+                start = ContinuousClock.now
+            }
+            try Task.checkCancellation()
+            notifier.watchdog()
+        }
+        return start
     }
 
     /// Longest the recording of one result (spool fsyncs, alert log, journal) may take before

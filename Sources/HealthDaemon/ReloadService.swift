@@ -89,8 +89,11 @@ final class ReloadService: Service {
                 code: .invalidValue, key: ConfigKey.alertLog.rawValue, source: nil, message: error
             )))
         }
-        probe.apply(new, prober: target.map { PostgresProber(target: $0, timeout: new.timeout) })
-        delivery.setWriter(eventsTarget.map { EventTableWriter(target: $0, environment: ProcessInfo.processInfo.environment) })
+        // A new prober every time: the kept session is closed on reload, whatever changed.
+        probe.apply(new, prober: target.map { PostgresProber(target: $0, configuration: new) })
+        delivery.setWriter(eventsTarget.map {
+            EventTableWriter(target: $0, configuration: new, environment: ProcessInfo.processInfo.environment)
+        })
         current.withLock { $0 = new }
 
         var changes: [String] = []
@@ -101,7 +104,13 @@ final class ReloadService: Service {
         if old.fall != new.fall || old.rise != new.rise { changes.append("fall \(new.fall), rise \(new.rise)") }
         if old.requireDatabase != new.requireDatabase { changes.append("require_database \(new.requireDatabase)") }
         if old.flapThreshold != new.flapThreshold || old.flapWindow != new.flapWindow { changes.append("flap detection") }
+        if old.probeConnection != new.probeConnection || old.freshEvery != new.freshEvery {
+            changes.append("probe_connection \(new.probeConnection.rawValue)"
+                + (new.probeConnection == .session ? ", fresh_every \(HumanDuration.format(new.freshEvery))" : ""))
+        }
+        if old.serverTimeouts != new.serverTimeouts { changes.append("server_timeouts \(new.serverTimeouts)") }
         var atRestart: [String] = []
+        if old.splay != new.splay { atRestart.append("splay") }
         if old.socketPath != new.socketPath { atRestart.append("socket") }
         if old.stateDirectory != new.stateDirectory { atRestart.append("state_dir") }
         if old.alertLogPath != new.alertLogPath {

@@ -45,10 +45,17 @@ public final class EventTableWriter: Sendable {
     /// Whether the table's existence and shape were checked on this run; cleared when an insert
     /// finds it gone.
     private let tableChecked = Mutex(false)
+    /// A connection the server had not finished with when an attempt's deadline passed (its
+    /// backend waiting on a lock during start-up, say): the next attempt carries on with it
+    /// rather than leave one more backend waiting per retry.
+    private let connections = SlotBox()
 
-    public init(target: ConnectionTarget, timeout: Duration = .seconds(5), environment: [String: String]) {
+    private let serverTimeouts: Bool
+
+    public init(target: ConnectionTarget, timeout: Duration = .seconds(5), serverTimeouts: Bool = true, environment: [String: String]) {
         self.target = target
         self.timeout = timeout
+        self.serverTimeouts = serverTimeouts
         self.environment = environment
     }
 
@@ -60,18 +67,29 @@ public final class EventTableWriter: Sendable {
         // A thread of its own: an insert can wait seconds on a slow database, and must not hold
         // up spool writes or probes that share a pool.
         let outcome = await withTaskCancellationHandler {
-            await onOwnThread { [self] in insertBlocking(rows, cancellation: cancellation) }
+            await onOwnThread { [self] in
+                connections.slot.withLock { slot in insertBlocking(rows, slot: slot, cancellation: cancellation) }
+            }
         } onCancel: {
             cancellation.cancel()
         }
         return outcome ?? Failure(reason: .other, sqlstate: nil, message: "could not start a thread for the insert")
     }
 
-    private func insertBlocking(_ rows: [EventRow], cancellation: ProbeCancellation) -> Failure? {
+    private func insertBlocking(_ rows: [EventRow], slot: ConnectionSlot, cancellation: ProbeCancellation) -> Failure? {
         var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout)
         let session: PGSession
-        switch PGSession.open(target, clock: &clock, resolver: .shared, environment: environment, cancellation: cancellation) {
+        switch slot.connection(
+            target, clock: &clock, resolver: .shared, environment: environment, cancellation: cancellation,
+            serverTimeout: serverTimeouts ? timeout : nil
+        ) {
         case .success(let opened): session = opened
+        case .failure(.deadline) where slot.unfinishedSince.map({ $0 < clock.start }) == true:
+            let waited = (ContinuousClock.now - slot.unfinishedSince!).components.seconds
+            return Failure(
+                reason: .timeout, sqlstate: nil,
+                message: "connecting: the connection opened \(waited) s ago is still waiting (during \(clock.phase.rawValue)); no other is opened until the server answers or drops it"
+            )
         case .failure(let stop): return failure(stop, doing: "connecting")
         }
         if !tableChecked.withLock({ $0 }) {

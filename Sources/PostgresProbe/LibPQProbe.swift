@@ -13,15 +13,49 @@ import HealthCore
 /// deadline: callers run it on a thread pool, never on the cooperative pool.
 enum LibPQProbe {
     /// `nil` when the probe was cancelled before it reached a verdict.
+    ///
+    /// `slot` holds what outlives one probe: the kept session (session mode), or a connection
+    /// the server had not finished with when an earlier probe's deadline passed. While such a
+    /// connection is unfinished no other is opened: each probe waits on it again, under its own
+    /// deadline, and reports a timeout until the server answers or drops it. So a server whose
+    /// backends wait on a lock (which they do not leave when the client goes) gets at most one
+    /// of the daemon's probes at a time, not one per tick.
     static func run(
-        _ target: ConnectionTarget, timeout: Duration, resolver: HostResolver,
-        environment: [String: String], cancellation: ProbeCancellation
+        _ target: ConnectionTarget, timeout: Duration, policy: ProbePolicy, slot: ConnectionSlot,
+        resolver: HostResolver, environment: [String: String], cancellation: ProbeCancellation
     ) -> ProbeResult? {
-        var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout)
+        let serverTimeout = policy.serverTimeouts ? timeout : nil
+        // The kept session, while it is younger than `freshEvery`.
+        if policy.mode == .session, let kept = slot.takeKept(youngerThan: policy.freshEvery) {
+            var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .session, phase: .query)
+            kept.session.cancellation = cancellation
+            switch kept.session.executeScript("SELECT 1", until: clock.deadline) {
+            case .success(let rows) where rows.values == [["1"]]:
+                slot.keep(kept.session, openedAt: kept.openedAt)
+                return clock.succeeded()
+            case .failure(.cancelled):
+                return nil
+            default:
+                // Gone (57P01, an idle timeout, a restart) or stuck: whatever it was, a fresh
+                // connection decides the verdict, now. The kept one is closed as this block
+                // ends, before the fresh one opens, so the probe never holds two; the server
+                // ends a stuck statement itself (statement_timeout).
+                break
+            }
+        } else {
+            // Past `freshEvery`: closed before its successor is opened.
+            slot.closeKept()
+        }
 
+        var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .fresh)
         let session: PGSession
-        switch PGSession.open(target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation) {
+        switch slot.connection(
+            target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation,
+            serverTimeout: serverTimeout
+        ) {
         case .success(let opened): session = opened
+        case .failure(.deadline) where slot.unfinishedSince.map({ $0 < clock.start }) == true:
+            return clock.stillWaiting(since: slot.unfinishedSince!)
         case .failure(let stop): return clock.stopped(stop)
         }
         clock.enter(.query)
@@ -29,9 +63,13 @@ enum LibPQProbe {
         // lock on pg_namespace (VACUUM FULL pg_namespace, say), and every probe would leave one
         // more stuck backend behind it until the lock goes; with the simple protocol it does not.
         switch session.executeScript("SELECT 1", until: clock.deadline) {
+        case .failure(.deadline):
+            slot.holdUnfinished(session, since: clock.start)
+            return clock.timedOut()
         case .failure(let stop):
             return clock.stopped(stop)
         case .success(let rows) where rows.values == [["1"]]:
+            if policy.mode == .session { slot.keep(session, openedAt: clock.start) }
             return clock.succeeded()
         case .success:
             return clock.failed(.other, message: "SELECT 1 returned an unexpected result")
@@ -45,7 +83,7 @@ enum LibPQProbe {
     /// - a default `application_name`, so operators can tell probes apart in `pg_stat_activity`.
     static func addressedOptions(
         _ target: ConnectionTarget, resolver: HostResolver, deadline: ContinuousClock.Instant,
-        environment: [String: String], cancellation: ProbeCancellation
+        environment: [String: String], cancellation: ProbeCancellation, serverTimeout: Duration? = nil
     ) -> Result<[(keyword: String, value: String)], HostResolver.Failure> {
         var options = target.options
         if target.value("application_name") == nil && environment["PGAPPNAME"] == nil {
@@ -57,6 +95,18 @@ enum LibPQProbe {
         // Where libpq takes the host from: the string itself, else a service file (which it
         // reads itself, and which outranks PGHOST), else PGHOST.
         let usesService = target.value("service") != nil || environment["PGSERVICE"] != nil
+        // The server ends a statement the daemon gave up on by itself: a backend waiting on a
+        // lock does not notice that its client has gone. (Measured: neither setting acts while
+        // a backend starts up; the unfinished-connection rule in `run` covers that.) Ours come
+        // first, so that the operator's own `options` or PGOPTIONS win; a service file's
+        // `options` would be replaced by an explicit one, so with a service nothing is added.
+        if let serverTimeout, !usesService {
+            let milliseconds = max(1, serverTimeout.milliseconds)
+            var value = "-c statement_timeout=\(milliseconds) -c lock_timeout=\(milliseconds)"
+            if let own = target.value("options") ?? environment["PGOPTIONS"], !own.isEmpty { value += " " + own }
+            options.removeAll { $0.keyword == "options" }
+            options.append(("options", value))
+        }
         let explicitAddress = (target.value("hostaddr") ?? (usesService ? nil : environment["PGHOSTADDR"])) ?? ""
         guard explicitAddress.isEmpty,
               let hostList = target.value("host") ?? (usesService ? nil : environment["PGHOST"])
@@ -114,16 +164,24 @@ struct PhaseClock {
     let start: ContinuousClock.Instant
     let timeout: Duration
     let deadline: ContinuousClock.Instant
+    /// The kind of connection the verdict comes from.
+    let connection: ProbeConnection
     private(set) var phase: ProbePhase = .resolve
     private var phaseStart: ContinuousClock.Instant
     private var timings: [PhaseTiming] = []
 
-    init(startedAt: Date, start: ContinuousClock.Instant, timeout: Duration) {
+    /// A probe on a kept session starts at `.query`: it has nothing to resolve or connect.
+    init(
+        startedAt: Date, start: ContinuousClock.Instant, timeout: Duration, connection: ProbeConnection = .fresh,
+        phase: ProbePhase = .resolve
+    ) {
         self.startedAt = startedAt
         self.start = start
         self.timeout = timeout
         self.deadline = start + timeout
         self.phaseStart = start
+        self.connection = connection
+        self.phase = phase
     }
 
     mutating func enter(_ next: ProbePhase) {
@@ -136,6 +194,13 @@ struct PhaseClock {
 
     func timedOut() -> ProbeResult {
         failed(.timeout, message: "no answer within \(timeout.milliseconds) ms (during \(phase.rawValue))")
+    }
+
+    /// A timeout on a connection an earlier probe opened and the server has not finished with.
+    func stillWaiting(since opened: ContinuousClock.Instant) -> ProbeResult {
+        let waited = (ContinuousClock.now - opened).components.seconds
+        return failed(.timeout, message: "no answer within \(timeout.milliseconds) ms (during \(phase.rawValue)); "
+            + "the connection opened \(waited) s ago is still waiting, and no other is opened until the server answers or drops it")
     }
 
     func failed(_ reason: FailureReason, sqlstate: String? = nil, message: String) -> ProbeResult {
@@ -160,7 +225,7 @@ struct PhaseClock {
         return ProbeResult(
             startedAt: startedAt, latency: now - start,
             phases: timings + [PhaseTiming(phase: phase, duration: now - phaseStart)],
-            failure: failure
+            failure: failure, connection: connection
         )
     }
 }

@@ -16,8 +16,14 @@ final class PGSession {
 
     private let connection: OpaquePointer
     private let scrubber: SecretScrubber
-    private let cancellation: ProbeCancellation
+    /// The current user's: a session outlives the probe that opened it (a kept session, or a
+    /// connection the server had not finished with at the deadline).
+    var cancellation: ProbeCancellation
     private let notices = ServerNotices()
+    /// Where connecting stands: libpq's last answer, until the connection is made.
+    private var polling: PostgresPollingStatusType = PGRES_POLLING_WRITING
+    /// A statement was sent and its results were not read to the end: the server is still at it.
+    private(set) var statementInFlight = false
 
     private init(connection: OpaquePointer, scrubber: SecretScrubber, cancellation: ProbeCancellation) {
         self.connection = connection
@@ -38,15 +44,32 @@ final class PGSession {
     }
 
     /// Resolves, connects, negotiates TLS and authenticates before `clock.deadline`, recording
-    /// each phase on `clock`.
+    /// each phase on `clock`. Closes the connection on any failure.
     static func open(
         _ target: ConnectionTarget, clock: inout PhaseClock, resolver: HostResolver,
-        environment: [String: String], cancellation: ProbeCancellation
+        environment: [String: String], cancellation: ProbeCancellation, serverTimeout: Duration? = nil
+    ) -> Result<PGSession, Stop> {
+        let session: PGSession
+        switch start(target, clock: &clock, resolver: resolver, environment: environment,
+                     cancellation: cancellation, serverTimeout: serverTimeout) {
+        case .success(let started): session = started
+        case .failure(let stop): return .failure(stop)
+        }
+        if let stop = session.connect(clock: &clock) { return .failure(stop) }
+        return .success(session)
+    }
+
+    /// Resolves the host names (under the deadline) and starts a non-blocking connection;
+    /// `connect(clock:)` takes it from there.
+    static func start(
+        _ target: ConnectionTarget, clock: inout PhaseClock, resolver: HostResolver,
+        environment: [String: String], cancellation: ProbeCancellation, serverTimeout: Duration?
     ) -> Result<PGSession, Stop> {
         // Resolve host names ourselves, under the deadline, and hand libpq the addresses.
         let options: [(keyword: String, value: String)]
         switch LibPQProbe.addressedOptions(
-            target, resolver: resolver, deadline: clock.deadline, environment: environment, cancellation: cancellation
+            target, resolver: resolver, deadline: clock.deadline, environment: environment, cancellation: cancellation,
+            serverTimeout: serverTimeout
         ) {
         case .success(let resolved): options = resolved
         case .failure(.timedOut): return .failure(.deadline)
@@ -62,25 +85,51 @@ final class PGSession {
         // Verbose errors carry the server's SQLSTATE in their text: the only place libpq 15
         // exposes it during connection set-up.
         PQsetErrorVerbosity(connection, PQERRORS_VERBOSE)
-
         // libpq may already have failed inside PQconnectStartParams (a missing Unix socket, an
         // invalid option): report that at once.
-        var polling = PQstatus(connection) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING
+        if PQstatus(connection) == CONNECTION_BAD { session.polling = PGRES_POLLING_FAILED }
+        return .success(session)
+    }
+
+    /// Drives the connection until it is made or `clock.deadline` passes. After `.deadline` it
+    /// can be called again, with a later deadline, to carry on where it stopped.
+    func connect(clock: inout PhaseClock) -> Stop? {
         while true {
             let status = PQstatus(connection)
-            if status != CONNECTION_BAD { clock.enter(phase(of: status)) }
+            if status != CONNECTION_BAD { clock.enter(Self.phase(of: status)) }
             let events: Int32
             switch polling {
             case PGRES_POLLING_OK:
-                guard PQsetnonblocking(connection, 1) == 0 else { return .failure(session.connectionFailure()) }
-                return .success(session)
+                guard PQsetnonblocking(connection, 1) == 0 else { return connectionFailure() }
+                return nil
             case PGRES_POLLING_READING: events = POLLIN
             case PGRES_POLLING_WRITING: events = POLLOUT
-            default: return .failure(session.connectionFailure())
+            default: return connectionFailure()
             }
-            if let stop = session.wait(events, until: clock.deadline) { return .failure(stop) }
+            if let stop = wait(events, until: clock.deadline) { return stop }
             polling = PQconnectPoll(connection)
         }
+    }
+
+    /// The connection is made: statements can be sent.
+    var isConnected: Bool { polling == PGRES_POLLING_OK }
+
+    /// Where an unfinished session stands, as a probe phase.
+    var phase: ProbePhase {
+        if isConnected { return .query }
+        let status = PQstatus(connection)
+        return status == CONNECTION_BAD ? .connect : Self.phase(of: status)
+    }
+
+    /// Whether the server holds this connection, so that dropping it unfinished could leave a
+    /// backend behind that waits on (say) a lock and does not notice its client has gone: a
+    /// connection past the TCP handshake, or one with a statement still running. A connect
+    /// still in its handshake holds nothing on the server.
+    var serverHoldsIt: Bool {
+        if statementInFlight { return true }
+        if isConnected { return false }
+        let status = PQstatus(connection)
+        return status != CONNECTION_BAD && status != CONNECTION_STARTED
     }
 
     /// The rows of a statement's last result, as text (`nil` for SQL NULL).
@@ -105,6 +154,14 @@ final class PGSession {
 
     private func finish(sent: Int32, until deadline: ContinuousClock.Instant) -> Result<Rows, Stop> {
         guard sent == 1 else { return .failure(connectionFailure()) }
+        statementInFlight = true
+        return finishStatement(until: deadline)
+    }
+
+    /// Sends what is left of the statement and reads every result up to its end, so the
+    /// connection is ready for the next one; the first error wins. After `.deadline` it can be
+    /// called again to carry on: the statement stays in flight until its end is read.
+    func finishStatement(until deadline: ContinuousClock.Instant) -> Result<Rows, Stop> {
         while true {
             let flushed = PQflush(connection)
             if flushed == 0 { break }
@@ -113,8 +170,6 @@ final class PGSession {
             guard PQconsumeInput(connection) == 1 else { return .failure(connectionFailure()) }
         }
 
-        // Read every result up to the end of the statement, so the connection is ready for the
-        // next one; the first error wins.
         var rows = Rows(values: [], commandStatus: "")
         var firstError: Stop?
         while true {
@@ -131,6 +186,7 @@ final class PGSession {
                 if firstError == nil { firstError = resultFailure(result) }
             }
         }
+        statementInFlight = false
         if let firstError { return .failure(firstError) }
         return .success(rows)
     }

@@ -1,17 +1,45 @@
 import FoundationEssentials
 import HealthCore
+import Synchronization
+
+/// How a prober connects.
+public struct ProbePolicy: Sendable, Equatable {
+    /// `session`: routine probes use a kept connection, with a fresh one at least every
+    /// `freshEvery`; `fresh`: a new connection every probe.
+    public var mode: ProbeConnection
+    public var freshEvery: Duration
+    /// Pass the deadline to the server as `statement_timeout` and `lock_timeout`.
+    public var serverTimeouts: Bool
+
+    public init(mode: ProbeConnection = .fresh, freshEvery: Duration = .seconds(30), serverTimeouts: Bool = true) {
+        self.mode = mode
+        self.freshEvery = freshEvery
+        self.serverTimeouts = serverTimeouts
+    }
+}
 
 /// Probes one database. Each probe runs on a thread of its own, so the libpq calls and their
 /// `poll()` never occupy a thread of Swift's cooperative pool nor wait behind other blocking work.
+///
+/// Copies share one connection slot (the kept session, or a connection the server has not
+/// finished with): probes through one prober run one at a time, and it holds at most one
+/// connection to the server. `close()` ends it; a prober that is replaced must be closed.
 public struct PostgresProber: Sendable {
     public let target: ConnectionTarget
     public let timeout: Duration
+    public let policy: ProbePolicy
     private let environment: [String: String]
+    private let connections: SlotBox
 
-    public init(target: ConnectionTarget, timeout: Duration, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(
+        target: ConnectionTarget, timeout: Duration, policy: ProbePolicy = ProbePolicy(),
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.target = target
         self.timeout = timeout
+        self.policy = policy
         self.environment = environment
+        self.connections = SlotBox()
     }
 
     /// One probe; `nil` if the calling task was cancelled before the probe reached a verdict
@@ -19,11 +47,18 @@ public struct PostgresProber: Sendable {
     public func probe() async -> ProbeResult? {
         let target = target
         let timeout = timeout
+        let policy = policy
         let environment = environment
+        let connections = connections
         let cancellation = ProbeCancellation()
         let outcome = await withTaskCancellationHandler {
             await onOwnThread {
-                LibPQProbe.run(target, timeout: timeout, resolver: .shared, environment: environment, cancellation: cancellation)
+                connections.slot.withLock { slot in
+                    LibPQProbe.run(
+                        target, timeout: timeout, policy: policy, slot: slot, resolver: .shared,
+                        environment: environment, cancellation: cancellation
+                    )
+                }
             }
         } onCancel: {
             cancellation.cancel()
@@ -37,4 +72,21 @@ public struct PostgresProber: Sendable {
         }
         return outcome
     }
+
+    /// Whether `other` is a copy of this prober, sharing its connection.
+    public func sharesConnections(with other: PostgresProber) -> Bool {
+        connections === other.connections
+    }
+
+    /// Closes the kept session or unfinished connection, if any (reload, shutdown). Waits for
+    /// a probe that is running: cancel it first.
+    public func close() async {
+        let connections = connections
+        _ = await onOwnThread { connections.slot.withLock { $0.close() } }
+    }
+}
+
+/// The slot behind a lock, shared by a prober's copies.
+final class SlotBox: Sendable {
+    let slot = Mutex(ConnectionSlot())
 }

@@ -63,6 +63,18 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("flap-window"), help: ArgumentHelp("Flap detection window, and how long the state must hold to end flapping (default 5m).", valueName: "duration"))
     var flapWindow: String?
 
+    @Option(name: .customLong("probe-connection"), help: ArgumentHelp("session: routine probes on a kept connection, a fresh one at least every --fresh-every; fresh: a new connection every probe (default session).", valueName: "mode"))
+    var probeConnection: String?
+
+    @Option(name: .customLong("fresh-every"), help: ArgumentHelp("Session mode: open a fresh connection at least this often (default 30s).", valueName: "duration"))
+    var freshEvery: String?
+
+    @Flag(inversion: .prefixedNo, help: "Start the probe schedule at a random offset within one interval (default on).")
+    var splay: Bool?
+
+    @Flag(name: .customLong("server-timeouts"), inversion: .prefixedNo, help: "Send statement_timeout and lock_timeout in the startup packet (default on; off for poolers that reject options).")
+    var serverTimeouts: Bool?
+
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info).", valueName: "level"))
     var logLevel: String?
 
@@ -103,6 +115,10 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         layers.setFlag(.httpListen, httpListen)
         layers.setFlag(.flapThreshold, flapThreshold)
         layers.setFlag(.flapWindow, flapWindow)
+        layers.setFlag(.probeConnection, probeConnection)
+        layers.setFlag(.freshEvery, freshEvery)
+        layers.setFlag(.splay, splay.map { $0 ? "true" : "false" })
+        layers.setFlag(.serverTimeouts, serverTimeouts.map { $0 ? "true" : "false" })
         if let config {
             let text: String
             switch Self.readTextFile(config) {

@@ -107,9 +107,58 @@ import Testing
     }
 
     @Test func boundsFollowFromTheSettings() {
-        let config = DaemonConfiguration.defaults
+        var config = DaemonConfiguration.defaults
         #expect(config.detectionBound == .seconds(5))
         #expect(config.stalenessBound == .seconds(5))
+        // Session mode by default: a fault only new connections see waits for the next fresh one.
+        #expect(config.probeConnection == .session)
+        #expect(config.newConnectionDetectionBound == .seconds(35))
+        config.probeConnection = .fresh
+        #expect(config.newConnectionDetectionBound == .seconds(5))
+    }
+
+    @Test func probeConnectionSettings() throws {
+        var layers = ConfigurationLayers(
+            file: try ConfigFile.parse("probe_connection = fresh\nfresh_every = 10s\nsplay = off\nserver_timeouts = no\n", path: "/c")
+        )
+        var config = try layers.resolve()
+        #expect(config.probeConnection == .fresh)
+        #expect(config.freshEvery == .seconds(10))
+        #expect(config.splay == false)
+        #expect(config.serverTimeouts == false)
+        layers.setFlag(.probeConnection, "Session")
+        layers.setFlag(.splay, "true")
+        config = try layers.resolve()
+        #expect(config.probeConnection == .session)
+        #expect(config.splay)
+
+        let defaults = try ConfigurationLayers().resolve()
+        #expect(defaults.probeConnection == .session && defaults.freshEvery == .seconds(30))
+        #expect(defaults.splay && defaults.serverTimeouts)
+
+        func error(_ key: ConfigKey, _ value: String) -> ConfigurationError? {
+            var layers = ConfigurationLayers()
+            layers.setFlag(key, value)
+            do { _ = try layers.resolve(); return nil } catch { return error }
+        }
+        #expect(error(.probeConnection, "pooled")?.description == "probe_connection (--probe-connection): must be fresh or session, got 'pooled'")
+        #expect(error(.freshEvery, "500ms")?.key == "fresh_every")
+        #expect(error(.freshEvery, "2h")?.key == "fresh_every")
+        #expect(error(.splay, "sometimes")?.key == "splay")
+        #expect(error(.serverTimeouts, "maybe")?.key == "server_timeouts")
+    }
+
+    @Test func jitterStaysWithinItsShare() {
+        let backoff = Duration.seconds(8)
+        var seen: Set<Int64> = []
+        for _ in 0..<1_000 {
+            let wait = backoff.jittered(from: 0.5)
+            #expect(wait >= .seconds(4) && wait <= backoff)
+            seen.insert(wait.milliseconds / 500)
+        }
+        // Spread over the whole range, not one value.
+        #expect(seen.count >= 8)
+        #expect(Duration.zero.jittered(from: 0.5) <= .nanoseconds(1))
     }
 }
 

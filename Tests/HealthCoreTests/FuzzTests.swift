@@ -264,6 +264,7 @@ import TestSupport
         #expect((1...1_000).contains(config.fall) && (1...1_000).contains(config.rise), "\(input)")
         #expect((1...1_000).contains(config.flapThreshold), "\(input)")
         #expect(config.flapWindow >= .seconds(1), "\(input)")
+        #expect(config.freshEvery >= .seconds(1) && config.freshEvery <= .seconds(3_600), "\(input)")
         #expect((1...10_000_000).contains(config.spoolLimit), "\(input)")
         #expect(!config.socketPath.isEmpty && config.socketPath.utf8.count <= 103, "\(input)")
         // Strings handed to C (paths, libpq) must not hold a NUL that would silently cut them short.
@@ -274,6 +275,7 @@ import TestSupport
         #expect(config.stateDirectory.hasPrefix("/") && config.alertLogPath.hasPrefix("/"), "\(input)")
         _ = config.detectionBound
         _ = config.stalenessBound
+        #expect(config.newConnectionDetectionBound >= config.detectionBound, "\(input)")
     }
 
     /// Lines as an editor counts them.
@@ -458,6 +460,10 @@ enum ConfigSeeds {
         .httpListen: ["127.0.0.1:9187", ":80", "[::1]:65535", "", "localhost:1"],
         .flapThreshold: ["1", "6", "1000"],
         .flapWindow: ["1s", "5m", "1440m"],
+        .probeConnection: ["fresh", "session", "SESSION", " fresh"],
+        .freshEvery: ["1s", "30s", "60m"],
+        .splay: ["on", "off", "true", "no"],
+        .serverTimeouts: ["on", "off", "YES", "0"],
     ]
     /// Scalars that join the Character before or after them.
     static let awkwardScalars = ["", "", "\u{301}", "\u{200D}", "\u{FE0F}", "\u{1F3FB}", "\u{0308}", "\n", "\r", "\u{1F1FA}", "é", "\u{20DD}"]

@@ -44,7 +44,7 @@ import Testing
         let transition = machine.probeFinished(failed(.auth, sqlstate: "28P01"), at: later, newID: id)
         #expect(transition == Transition(
             id: id, from: .healthy, to: .unhealthy, observedAt: later, reason: "auth", phase: .connect,
-            sqlstate: "28P01", latency: .milliseconds(1), consecutive: 3, message: "boom"
+            sqlstate: "28P01", latency: .milliseconds(1), connection: .fresh, consecutive: 3, message: "boom"
         ))
         #expect(machine.state == .unhealthy)
         #expect(machine.since == later)

@@ -1,0 +1,111 @@
+import HealthCore
+
+/// The one connection a user of the server (the probe, or the event writer) may hold between
+/// two of its calls:
+/// - a kept session, idle, for the next statement (the probe's session mode);
+/// - or an unfinished connection: one whose connect or statement outlived its deadline while
+///   the server held it (a backend waiting on a lock during start-up, say). Dropping it would
+///   not free the backend (it does not notice its client has gone until it next writes), so
+///   it is carried on with instead of opening another.
+///
+/// Not thread-safe: its owner keeps it behind a lock and uses it from one thread at a time.
+final class ConnectionSlot {
+    private enum Held {
+        case kept(PGSession, openedAt: ContinuousClock.Instant)
+        case unfinished(PGSession, since: ContinuousClock.Instant)
+    }
+
+    private var held: Held?
+
+    /// An unfinished connection is given up on after this long, whatever it waits for, so that
+    /// a path that went dead without a reset (and without keepalives to notice) cannot hold the
+    /// verdict at "timeout" for ever. Long enough that a lock held for minutes costs the server
+    /// one more backend every five minutes, not one per probe.
+    static let longestWait = Duration.seconds(300)
+
+    init() {}
+
+    /// When the unfinished connection was opened, if there is one.
+    var unfinishedSince: ContinuousClock.Instant? {
+        if case .unfinished(_, let since) = held { return since }
+        return nil
+    }
+
+    /// Takes the kept session out if it is younger than `age`; leaves an older one in place.
+    func takeKept(youngerThan age: Duration) -> (session: PGSession, openedAt: ContinuousClock.Instant)? {
+        guard case .kept(let session, let openedAt) = held, ContinuousClock.now - openedAt < age else { return nil }
+        held = nil
+        return (session, openedAt)
+    }
+
+    func keep(_ session: PGSession, openedAt: ContinuousClock.Instant) {
+        held = .kept(session, openedAt: openedAt)
+    }
+
+    /// Keeps a session whose connect or statement has not finished, if the server holds it;
+    /// closes it otherwise.
+    func holdUnfinished(_ session: PGSession, since: ContinuousClock.Instant) {
+        held = session.serverHoldsIt ? .unfinished(session, since: since) : nil
+    }
+
+    /// Closes the kept session, if any; an unfinished connection stays.
+    func closeKept() {
+        if case .kept = held { held = nil }
+    }
+
+    /// Closes whatever it holds (reload, shutdown).
+    func close() {
+        held = nil
+    }
+
+    /// A connected session under `clock`'s deadline: the unfinished one carried on if there is
+    /// one, else a new one. `.deadline` with `unfinishedSince` earlier than the clock's start
+    /// means an earlier connection is still waiting; a new connection that runs out of time
+    /// while the server holds it is kept as the unfinished one. The kept session is not
+    /// touched: take it first.
+    func connection(
+        _ target: ConnectionTarget, clock: inout PhaseClock, resolver: HostResolver,
+        environment: [String: String], cancellation: ProbeCancellation, serverTimeout: Duration?
+    ) -> Result<PGSession, PGSession.Stop> {
+        if case .unfinished(let session, let since) = held {
+            held = nil
+            if ContinuousClock.now - since < Self.longestWait {
+                session.cancellation = cancellation
+                clock.enter(session.phase)
+                let stop: PGSession.Stop?
+                if session.isConnected {
+                    // A statement an earlier deadline cut short: read it to its end.
+                    switch session.finishStatement(until: clock.deadline) {
+                    case .success: stop = nil
+                    case .failure(let failure): stop = failure
+                    }
+                } else {
+                    stop = session.connect(clock: &clock)
+                }
+                switch stop {
+                case nil:
+                    return .success(session)
+                case .deadline?, .cancelled?:
+                    held = .unfinished(session, since: since)
+                    return .failure(stop!)
+                case .failed?:
+                    // The server ended it (or the path broke): a new connection may be tried.
+                    break
+                }
+            }
+        }
+        let session: PGSession
+        switch PGSession.start(
+            target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation,
+            serverTimeout: serverTimeout
+        ) {
+        case .success(let started): session = started
+        case .failure(let stop): return .failure(stop)
+        }
+        if let stop = session.connect(clock: &clock) {
+            if case .deadline = stop { holdUnfinished(session, since: clock.start) }
+            return .failure(stop)
+        }
+        return .success(session)
+    }
+}
