@@ -15,7 +15,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
-        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
@@ -30,6 +29,11 @@ let package = Package(
             name: "CSystemd",
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
+        ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
         ),
 
         // Pure core: states, transitions, damping, config model, encodings. No C, no I/O.
@@ -52,10 +56,7 @@ let package = Package(
         ),
         .target(
             name: "EventSpool",
-            dependencies: [
-                "HealthCore",
-                .product(name: "GRDB", package: "GRDB.swift"),
-            ]
+            dependencies: ["HealthCore", "CSQLite"]
         ),
         .target(
             name: "AlertLog",

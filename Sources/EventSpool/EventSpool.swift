@@ -1,6 +1,7 @@
-import Foundation
-import GRDB
+import FoundationEssentials
+import Glibc
 import HealthCore
+import Synchronization
 
 /// The durable local spool: every event is written here, and fsynced, before it is reported
 /// anywhere else, and stays until the database has committed it. It also remembers the
@@ -14,7 +15,9 @@ public final class EventSpool: Sendable {
 
     public let path: String
     public let limit: Int
-    private let queue: DatabaseQueue
+    private let lock = Mutex(())
+    /// Used only while `lock` is held: one call at a time, on whichever thread makes it.
+    nonisolated(unsafe) private let connection: SQLiteConnection
 
     /// Opens (or creates) the spool in `directory`.
     ///
@@ -25,34 +28,32 @@ public final class EventSpool: Sendable {
     public init(directory: String, limit: Int) throws(SpoolError) {
         path = directory + "/" + Self.fileName
         self.limit = limit
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw SpoolError(operation: "create \(directory)", underlying: error)
+        if let failure = FileSystem.makeDirectories(directory) {
+            throw SpoolError(operation: "create \(directory)", detail: failure)
         }
-        (queue, recovery) = try Self.openRecovering(path)
+        (connection, recovery) = try Self.openRecovering(path)
     }
 
-    private static func openRecovering(_ path: String) throws(SpoolError) -> (DatabaseQueue, Recovery?) {
+    private static func openRecovering(_ path: String) throws(SpoolError) -> (SQLiteConnection, Recovery?) {
         // SQLite takes an empty file for a new database; but every spool this daemon opened has
         // its header written at once (the migrations), so an empty one was truncated, and how
         // much it held is unknown.
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
         do {
-            if size == 0 { throw DatabaseError(resultCode: .SQLITE_NOTADB, message: "empty file") }
-            let queue = try open(path)
-            let quarantined = try quarantineDamagedRows(queue)
-            return (queue, quarantined > 0 ? Recovery(movedAsideTo: nil, salvaged: 0, damaged: quarantined) : nil)
-        } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
-            let aside = path + ".corrupt-" + Timestamp.format(Date()).replacing(":", with: "")
-            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
-                try? FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
+            if FileSystem.size(of: path) == 0 { throw SQLiteError.notADatabase("empty file") }
+            let connection = try open(path)
+            let quarantined = try quarantineDamagedRows(connection)
+            return (connection, quarantined > 0 ? Recovery(movedAsideTo: nil, salvaged: 0, damaged: quarantined) : nil)
+        } catch let error as SQLiteError where error.isDamagedFile {
+            let aside = path + ".corrupt-" + Timestamp.format(Date()).filter { $0 != ":" }
+            for suffix in ["", "-wal", "-shm"] where FileSystem.exists(path + suffix) {
+                // Never deleted, never altered: only renamed.
+                rename(path + suffix, aside + suffix)
             }
             let salvage = salvage(from: aside)
             do {
-                let queue = try open(path)
-                try queue.write { db in try restore(salvage, into: db) }
-                return (queue, Recovery(movedAsideTo: aside, salvaged: salvage.rows.count, damaged: salvage.damaged))
+                let connection = try open(path)
+                try connection.transaction(writing: true) { try restore(salvage, into: connection) }
+                return (connection, Recovery(movedAsideTo: aside, salvaged: salvage.rows.count, damaged: salvage.damaged))
             } catch {
                 throw SpoolError(operation: "open \(path)", underlying: error)
             }
@@ -75,60 +76,71 @@ public final class EventSpool: Sendable {
         public var damaged: Int?
     }
 
-    private static func open(_ path: String) throws -> DatabaseQueue {
-        var configuration = Configuration()
-        configuration.label = "dreamnet-healthd.spool"
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA journal_mode = WAL")
-            // FULL: the WAL is fsynced at every commit, so an appended event survives power loss.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
-        let queue = try DatabaseQueue(path: path, configuration: configuration)
-        try migrator.migrate(queue)
+    private static func open(_ path: String) throws(SQLiteError) -> SQLiteConnection {
+        let connection = try SQLiteConnection(path: path, mode: .readWriteCreate)
+        try connection.execute("PRAGMA journal_mode = WAL")
+        // FULL: the WAL is fsynced at every commit, so an appended event survives power loss.
+        try connection.execute("PRAGMA synchronous = FULL")
+        try migrate(connection)
         // Check the pages now, so that a damaged file is found at start, not at the first replay.
-        let check = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
+        let check = try connection.values("PRAGMA quick_check").map { $0.text ?? "?" }
         guard check == ["ok"] else {
-            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: check.prefix(3).joined(separator: "; "))
+            throw SQLiteError.corrupt(check.prefix(3).joined(separator: "; "))
         }
-        return queue
+        return connection
     }
 
-    private static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE events (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    id TEXT NOT NULL UNIQUE,
-                    kind TEXT NOT NULL,
-                    severity TEXT NOT NULL,
-                    observed_at TEXT NOT NULL,
-                    payload TEXT NOT NULL,
-                    origin TEXT NOT NULL,
-                    summary TEXT NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0
-                );
-                CREATE TABLE daemon_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                """)
+    /// Brings the schema up to date, one version at a time, each in its own transaction.
+    /// The applied versions are listed in `grdb_migrations`, the table (and identifiers) of the
+    /// migrator that wrote the first spools: files written by earlier versions open unchanged.
+    private static func migrate(_ connection: SQLiteConnection) throws(SQLiteError) {
+        try connection.execute("CREATE TABLE IF NOT EXISTS grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY)")
+        let applied = Set(try connection.values("SELECT identifier FROM grdb_migrations").compactMap(\.text))
+        for (identifier, sql) in migrations where !applied.contains(identifier) {
+            do {
+                try connection.transaction(writing: true) {
+                    try connection.execute(sql)
+                    try connection.run("INSERT INTO grdb_migrations (identifier) VALUES (?)", .text(identifier))
+                }
+            } catch let error as SQLiteError {
+                throw error
+            } catch {
+                throw SQLiteError.other("\(error)")
+            }
         }
+    }
+
+    /// The schema's versions, in order. Never change one that has shipped: add the next.
+    static let migrations: [(identifier: String, sql: String)] = [
+        ("v1", """
+            CREATE TABLE events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                observed_at TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                origin TEXT NOT NULL,
+                summary TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0
+            );
+            CREATE TABLE daemon_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            """),
         // An event leaves the spool once it is both in the database and announced (alert log,
         // journal): a crash between storing an event and announcing it must not lose the alert
         // line, even if delivery was quicker than the announcement. Rows of v1 were announced
         // right after they were stored, hence the default. Each row carries a checksum of its
         // content, so that a damaged row is never delivered as if it were an event.
-        migrator.registerMigration("v2") { db in
-            try db.execute(sql: """
-                ALTER TABLE events ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
-                ALTER TABLE events ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE events ADD COLUMN checksum TEXT;
-                CREATE TABLE damaged_events (
-                    seq INTEGER, id, kind, severity, observed_at, payload, origin, summary, checksum,
-                    found_at TEXT NOT NULL
-                );
-                """)
-        }
-        return migrator
-    }
+        ("v2", """
+            ALTER TABLE events ADD COLUMN announced INTEGER NOT NULL DEFAULT 1;
+            ALTER TABLE events ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE events ADD COLUMN checksum TEXT;
+            CREATE TABLE damaged_events (
+                seq INTEGER, id, kind, severity, observed_at, payload, origin, summary, checksum,
+                found_at TEXT NOT NULL
+            );
+            """),
+    ]
 
     public enum AppendOutcome: Sendable, Equatable {
         /// Durable, with its position in the spool.
@@ -151,12 +163,11 @@ public final class EventSpool: Sendable {
         try write("append an event") { db in
             if let memory { try Self.setState(db, "memory", memory) }
             let id = event.id.uuidString.lowercased()
-            if let seq = try Int64.fetchOne(db, sql: "SELECT seq FROM events WHERE id = ?", arguments: [id]) {
-                if announced { try db.execute(sql: "UPDATE events SET announced = 1 WHERE id = ?", arguments: [id]) }
+            if let seq = try db.value("SELECT seq FROM events WHERE id = ?", .text(id))?.integer {
+                if announced { try db.run("UPDATE events SET announced = 1 WHERE id = ?", .text(id)) }
                 return .stored(seq: seq)
             }
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE delivered = 0") ?? 0
-            if pending >= limit && event.kind != .spoolOverflow {
+            if try Self.pendingCount(db) >= limit && event.kind != .spoolOverflow {
                 var drops = try Self.drops(db)
                 drops.count += 1
                 drops.first = drops.first ?? event.observedAt
@@ -181,8 +192,7 @@ public final class EventSpool: Sendable {
     public func reportDrops(_ make: @Sendable (Drops) -> HealthEvent) throws(SpoolError) -> HealthEvent? {
         try write("record dropped events") { db in
             let drops = try Self.drops(db)
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE delivered = 0") ?? 0
-            guard drops.count > 0, pending < limit else { return nil }
+            guard drops.count > 0, try Self.pendingCount(db) < limit else { return nil }
             let event = make(drops)
             try Self.insert(event, into: db)
             try Self.setState(db, "drops", Drops())
@@ -208,16 +218,16 @@ public final class EventSpool: Sendable {
     /// database, its row can go.
     public func markAnnounced(_ id: UUID) throws(SpoolError) {
         try write("mark an event announced") { db in
-            let key = id.uuidString.lowercased()
-            try db.execute(sql: "DELETE FROM events WHERE id = ? AND delivered = 1", arguments: [key])
-            try db.execute(sql: "UPDATE events SET announced = 1 WHERE id = ?", arguments: [key])
+            let key = SQLiteValue.text(id.uuidString.lowercased())
+            try db.run("DELETE FROM events WHERE id = ? AND delivered = 1", key)
+            try db.run("UPDATE events SET announced = 1 WHERE id = ?", key)
         }
     }
 
-    private static func events(_ db: Database, where condition: String, limit: Int) throws -> [SpooledEvent] {
+    private static func events(_ db: SQLiteConnection, where condition: String, limit: Int) throws -> [SpooledEvent] {
         // Damaged rows were moved out at open; one that fails its checks now (the file changed
         // under the daemon) is skipped and left where it is, never delivered.
-        try Row.fetchAll(db, sql: "SELECT * FROM events WHERE \(condition) ORDER BY seq LIMIT ?", arguments: [limit])
+        try db.rows("SELECT * FROM events WHERE \(condition) ORDER BY seq LIMIT ?", SQLiteValue(limit))
             .compactMap(StoredRow.init)
             .map { SpooledEvent(seq: $0.seq, event: $0.event, attempts: $0.attempts) }
     }
@@ -226,7 +236,7 @@ public final class EventSpool: Sendable {
     /// table at the first attempt any more, so each is `spooled` when it does.
     public func recordFailedAttempt() throws(SpoolError) {
         try write("record a failed delivery") { db in
-            try db.execute(sql: "UPDATE events SET attempts = attempts + 1 WHERE attempts = 0 AND delivered = 0")
+            try db.run("UPDATE events SET attempts = attempts + 1 WHERE attempts = 0 AND delivered = 0")
         }
     }
 
@@ -235,8 +245,8 @@ public final class EventSpool: Sendable {
     /// the others stay, delivered, until they are announced.
     public func markDelivered(throughSeq: Int64) throws(SpoolError) {
         try write("mark delivered events") { db in
-            try db.execute(sql: "DELETE FROM events WHERE seq <= ? AND announced = 1", arguments: [throughSeq])
-            try db.execute(sql: "UPDATE events SET delivered = 1 WHERE seq <= ?", arguments: [throughSeq])
+            try db.run("DELETE FROM events WHERE seq <= ? AND announced = 1", .integer(throughSeq))
+            try db.run("UPDATE events SET delivered = 1 WHERE seq <= ?", .integer(throughSeq))
         }
     }
 
@@ -248,8 +258,8 @@ public final class EventSpool: Sendable {
 
     public func summary() throws(SpoolError) -> Summary {
         try read("summarise the spool") { db in
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM events WHERE delivered = 0") ?? 0
-            let oldest = try String.fetchOne(db, sql: "SELECT observed_at FROM events WHERE delivered = 0 ORDER BY seq LIMIT 1")
+            let pending = try Self.pendingCount(db)
+            let oldest = try db.value("SELECT observed_at FROM events WHERE delivered = 0 ORDER BY seq LIMIT 1")?.text
             return Summary(pending: pending, oldestAt: oldest.flatMap(Timestamp.parse), dropped: try Self.drops(db).count)
         }
     }
@@ -270,53 +280,58 @@ public final class EventSpool: Sendable {
     /// Stores an event with its checksum: not yet announced, not yet delivered.
     /// `seq`: where a salvaged event was; a new one gets the next.
     static func insert(
-        _ event: HealthEvent, into db: Database, announced: Bool = false, delivered: Bool = false, attempts: Int = 0,
+        _ event: HealthEvent, into db: SQLiteConnection, announced: Bool = false, delivered: Bool = false, attempts: Int = 0,
         seq: Int64? = nil
     ) throws {
         let fields = try StoredFields(event)
-        try db.execute(
-            sql: """
-                INSERT INTO events (seq, id, kind, severity, observed_at, payload, origin, summary, checksum, announced, delivered, attempts)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
-            arguments: [
-                seq, fields.id, fields.kind, fields.severity, fields.observedAt, fields.payload, fields.origin, fields.summary,
-                fields.checksum, announced ? 1 : 0, delivered ? 1 : 0, attempts,
-            ]
+        try db.run(
+            """
+            INSERT INTO events (seq, id, kind, severity, observed_at, payload, origin, summary, checksum, announced, delivered, attempts)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            SQLiteValue(seq), .text(fields.id), .text(fields.kind), .text(fields.severity), .text(fields.observedAt),
+            .text(fields.payload), .text(fields.origin), .text(fields.summary), .text(fields.checksum),
+            SQLiteValue(announced), SQLiteValue(delivered), SQLiteValue(attempts)
         )
     }
 
-    private func write<T>(_ operation: String, _ body: (Database) throws -> T) throws(SpoolError) -> T {
+    static func pendingCount(_ db: SQLiteConnection) throws(SQLiteError) -> Int {
+        Int(try db.value("SELECT count(*) FROM events WHERE delivered = 0")?.integer ?? 0)
+    }
+
+    /// Runs `body` in a write transaction, committed (and fsynced) before this returns.
+    private func write<T: Sendable>(_ operation: String, _ body: (SQLiteConnection) throws -> T) throws(SpoolError) -> T {
         do {
-            return try queue.write(body)
+            return try lock.withLock { _ in try connection.transaction(writing: true) { try body(connection) } }
         } catch {
             throw SpoolError(operation: operation, underlying: error)
         }
     }
 
-    private func read<T>(_ operation: String, _ body: (Database) throws -> T) throws(SpoolError) -> T {
+    /// Runs `body` in a read transaction: one consistent view of the file.
+    private func read<T: Sendable>(_ operation: String, _ body: (SQLiteConnection) throws -> T) throws(SpoolError) -> T {
         do {
-            return try queue.read(body)
+            return try lock.withLock { _ in try connection.transaction(writing: false) { try body(connection) } }
         } catch {
             throw SpoolError(operation: operation, underlying: error)
         }
     }
 
-    static func drops(_ db: Database) throws -> Drops {
+    static func drops(_ db: SQLiteConnection) throws -> Drops {
         try state(db, "drops", as: Drops.self) ?? Drops()
     }
 
-    static func state<T: Decodable>(_ db: Database, _ key: String, as type: T.Type) throws -> T? {
-        guard let text = try String.fetchOne(db, sql: "SELECT value FROM daemon_state WHERE key = ?", arguments: [key]) else {
+    static func state<T: Decodable>(_ db: SQLiteConnection, _ key: String, as type: T.Type) throws -> T? {
+        guard let text = try db.value("SELECT value FROM daemon_state WHERE key = ?", .text(key))?.text else {
             return nil
         }
         return try JSONDecoder().decode(type, from: Data(text.utf8))
     }
 
-    static func setState(_ db: Database, _ key: String, _ value: some Encodable) throws {
-        try db.execute(
-            sql: "INSERT INTO daemon_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            arguments: [key, try json(value)]
+    static func setState(_ db: SQLiteConnection, _ key: String, _ value: some Encodable) throws {
+        try db.run(
+            "INSERT INTO daemon_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            .text(key), .text(try json(value))
         )
     }
 
@@ -340,13 +355,41 @@ public struct SpoolError: Error, Sendable, CustomStringConvertible {
     public var detail: String
 
     init(operation: String, underlying: any Error) {
+        self.init(operation: operation, detail: "\(underlying)")
+    }
+
+    init(operation: String, detail: String) {
         self.operation = operation
-        if let database = underlying as? DatabaseError {
-            detail = "\(database.resultCode): \(database.message ?? "no detail")"
-        } else {
-            detail = "\(underlying)"
-        }
+        self.detail = detail
     }
 
     public var description: String { "spool: cannot \(operation): \(detail)" }
+}
+
+/// The few file operations the spool makes, on the system calls themselves.
+enum FileSystem {
+    /// Creates `path` and any missing parent, as `mkdir -p` does; what failed, if anything.
+    static func makeDirectories(_ path: String) -> String? {
+        var prefix = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            if mkdir(prefix, 0o777) != 0 {
+                let error = errno
+                if error != EEXIST { return "\(prefix): \(String(cString: strerror(error)))" }
+            }
+        }
+        var info = stat()
+        return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR ? nil : "\(path): not a directory"
+    }
+
+    /// The file's size, or `nil` if it does not exist (or cannot be examined).
+    static func size(of path: String) -> Int? {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : nil
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
 }

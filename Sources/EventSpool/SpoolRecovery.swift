@@ -1,5 +1,4 @@
-import Foundation
-import GRDB
+import FoundationEssentials
 import HealthCore
 
 /// The columns an event is stored as, and a checksum over them: a row whose bytes were damaged
@@ -24,11 +23,9 @@ struct StoredFields: Equatable {
     }
 
     /// The fields of a row, if each is present as text. Damage can change a column's type, so
-    /// nothing here assumes it (GRDB's typed subscripts trap on a mismatch).
-    init?(row: Row) {
-        func text(_ column: String) -> String? {
-            row.hasColumn(column) ? String.fromDatabaseValue(row[column] as DatabaseValue) : nil
-        }
+    /// nothing here assumes it.
+    init?(row: SQLiteRow) {
+        func text(_ column: String) -> String? { row[column]?.text }
         guard let id = text("id"), let kind = text("kind"), let severity = text("severity"),
               let observedAt = text("observed_at"), let payload = text("payload"), let origin = text("origin"),
               let summary = text("summary")
@@ -62,7 +59,7 @@ struct StoredFields: Equatable {
               let severity = HealthEvent.Severity(rawValue: severity),
               let observed = Timestamp.parse(observedAt),
               let origin = try? JSONDecoder().decode(HealthEvent.Origin.self, from: Data(origin.utf8)),
-              !checkingPayload || (try? JSONSerialization.jsonObject(with: Data(payload.utf8))) is [String: Any]
+              !checkingPayload || JSONSyntax.isObject(payload)
         else { return nil }
         return HealthEvent(id: uuid, kind: kind, severity: severity, observedAt: observed, payload: payload, origin: origin, summary: summary)
     }
@@ -78,12 +75,10 @@ struct StoredRow {
 
     /// `nil` if the row is damaged: a field missing or of the wrong type, a checksum that does
     /// not match (rows written before checksums have none and are checked field by field).
-    init?(_ row: Row) {
-        func integer(_ column: String) -> Int64? {
-            row.hasColumn(column) ? Int64.fromDatabaseValue(row[column] as DatabaseValue) : nil
-        }
+    init?(_ row: SQLiteRow) {
+        func integer(_ column: String) -> Int64? { row[column]?.integer }
         guard let seq = integer("seq"), let fields = StoredFields(row: row) else { return nil }
-        let checksum = row.hasColumn("checksum") ? String.fromDatabaseValue(row["checksum"] as DatabaseValue) : nil
+        let checksum = row["checksum"]?.text
         if let checksum, checksum != fields.checksum { return nil }
         guard let event = fields.event(checkingPayload: checksum == nil) else { return nil }
         self.seq = seq
@@ -112,67 +107,58 @@ extension EventSpool {
     /// scan in `seq` order, and where the scan breaks off, one lookup per `seq` up to the
     /// highest ever assigned, so that rows behind a damaged page are still found.
     static func salvage(from path: String) -> Salvage {
-        var configuration = Configuration()
-        configuration.readonly = true
-        configuration.label = "dreamnet-healthd.spool-salvage"
-        guard let queue = try? DatabaseQueue(path: path, configuration: configuration) else { return Salvage(damaged: nil) }
-        let result: Salvage? = try? queue.read { db in
-            var salvage = Salvage()
-            var seen = Set<Int64>()
-            var damaged = 0
-            func take(_ row: Row) {
-                guard let stored = StoredRow(row) else {
-                    damaged += 1
-                    if let seq = Int64.fromDatabaseValue(row["seq"] as DatabaseValue) { seen.insert(seq) }
-                    return
-                }
-                if seen.insert(stored.seq).inserted { salvage.rows.append(stored) }
+        guard let db = try? SQLiteConnection(path: path, mode: .readOnly) else { return Salvage(damaged: nil) }
+        var salvage = Salvage()
+        var seen = Set<Int64>()
+        var damaged = 0
+        func take(_ row: SQLiteRow) {
+            guard let stored = StoredRow(row) else {
+                damaged += 1
+                if let seq = row["seq"]?.integer { seen.insert(seq) }
+                return
             }
-            var scanned = true
-            do {
-                let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM events ORDER BY seq")
-                while let row = try cursor.next() { take(row) }
-            } catch {
-                scanned = false
-            }
-            if !scanned {
-                let highest = [
-                    try? Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'events'"),
-                    try? Int64.fetchOne(db, sql: "SELECT max(seq) FROM events"),
-                    seen.max(),
-                ].compactMap { $0 ?? nil }.max()
-                if let highest {
-                    let lowest = max(1, highest - salvageLookupLimit + 1)
-                    for seq in lowest...max(lowest, highest) where !seen.contains(seq) {
-                        do {
-                            if let row = try Row.fetchOne(db, sql: "SELECT * FROM events WHERE seq = ?", arguments: [seq]) {
-                                take(row)
-                            }
-                        } catch {
-                            // A page on the way to this row cannot be read: an event may have
-                            // been there (or one already delivered and removed). Counted as lost.
-                            damaged += 1
-                        }
-                    }
-                    // Exact only if every seq ever assigned was looked up.
-                    salvage.damaged = lowest == 1 ? damaged : nil
-                } else {
-                    salvage.damaged = nil
-                }
-            } else {
-                salvage.damaged = damaged
-            }
-            salvage.rows.sort { $0.seq < $1.seq }
-            salvage.memory = try? state(db, "memory", as: DaemonMemory.self)
-            salvage.drops = try? state(db, "drops", as: Drops.self)
-            return salvage
+            if seen.insert(stored.seq).inserted { salvage.rows.append(stored) }
         }
-        return result ?? Salvage(damaged: nil)
+        var scanned = true
+        do {
+            try db.forEachRow("SELECT * FROM events ORDER BY seq", [], take)
+        } catch {
+            scanned = false
+        }
+        if !scanned {
+            let highest = [
+                try? db.value("SELECT seq FROM sqlite_sequence WHERE name = 'events'")?.integer,
+                try? db.value("SELECT max(seq) FROM events")?.integer,
+                seen.max(),
+            ].compactMap { $0 ?? nil }.max()
+            if let highest {
+                let lowest = max(1, highest - salvageLookupLimit + 1)
+                for seq in lowest...max(lowest, highest) where !seen.contains(seq) {
+                    do {
+                        try db.forEachRow("SELECT * FROM events WHERE seq = ?", [.integer(seq)], take)
+                    } catch {
+                        // A page on the way to this row cannot be read: an event may have
+                        // been there (or one already delivered and removed). Counted as lost.
+                        damaged += 1
+                    }
+                }
+                // Exact only if every seq ever assigned was looked up.
+                salvage.damaged = lowest == 1 ? damaged : nil
+            } else {
+                salvage.damaged = nil
+            }
+        } else {
+            salvage.damaged = damaged
+        }
+        salvage.rows.sort { $0.seq < $1.seq }
+        salvage.memory = try? state(db, "memory", as: DaemonMemory.self)
+        salvage.drops = try? state(db, "drops", as: Drops.self)
+        return salvage
     }
 
     /// Writes what a salvage found into the new spool, each event at its old `seq` and with its
     /// delivery and announcement as they were.
-    static func restore(_ salvage: Salvage, into db: Database) throws {
+    static func restore(_ salvage: Salvage, into db: SQLiteConnection) throws {
         for row in salvage.rows {
             try insert(row.event, into: db, announced: row.announced, delivered: row.delivered, attempts: row.attempts, seq: row.seq)
         }
@@ -182,23 +168,22 @@ extension EventSpool {
 
     /// Moves rows that fail their checks to `damaged_events` (kept for inspection, never
     /// delivered); returns how many.
-    static func quarantineDamagedRows(_ queue: DatabaseQueue) throws -> Int {
-        try queue.write { db in
+    static func quarantineDamagedRows(_ db: SQLiteConnection) throws -> Int {
+        try db.transaction(writing: true) {
             var damaged: [Int64] = []
-            let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM events")
-            while let row = try cursor.next() {
-                if StoredRow(row) == nil, let seq = Int64.fromDatabaseValue(row["seq"] as DatabaseValue) { damaged.append(seq) }
+            try db.forEachRow("SELECT * FROM events") { row in
+                if StoredRow(row) == nil, let seq = row["seq"]?.integer { damaged.append(seq) }
             }
             for seq in damaged {
-                try db.execute(
-                    sql: """
-                        INSERT INTO damaged_events
-                        SELECT seq, id, kind, severity, observed_at, payload, origin, summary, checksum, ?
-                        FROM events WHERE seq = ?
-                        """,
-                    arguments: [Timestamp.format(Date()), seq]
+                try db.run(
+                    """
+                    INSERT INTO damaged_events
+                    SELECT seq, id, kind, severity, observed_at, payload, origin, summary, checksum, ?
+                    FROM events WHERE seq = ?
+                    """,
+                    .text(Timestamp.format(Date())), .integer(seq)
                 )
-                try db.execute(sql: "DELETE FROM events WHERE seq = ?", arguments: [seq])
+                try db.run("DELETE FROM events WHERE seq = ?", .integer(seq))
             }
             return damaged.count
         }

@@ -6,6 +6,8 @@ import Prometheus
 public final class DaemonMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let probes: Metrics.Counter
+    private let freshProbes: Metrics.Counter
+    private let sessionProbes: Metrics.Counter
     private let latency: Metrics.Timer
     private let lastProbe: Metrics.Gauge
     private let spoolPending: Metrics.Gauge
@@ -30,6 +32,8 @@ public final class DaemonMetrics: Sendable {
     private init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
         probes = Metrics.Counter(label: "dreamnet_healthd_probes_total")
+        freshProbes = Metrics.Counter(label: "dreamnet_healthd_probe_connections_total", dimensions: [("connection", "fresh")])
+        sessionProbes = Metrics.Counter(label: "dreamnet_healthd_probe_connections_total", dimensions: [("connection", "session")])
         latency = Metrics.Timer(label: "dreamnet_healthd_probe_duration_seconds")
         lastProbe = Metrics.Gauge(label: "dreamnet_healthd_last_probe_timestamp_seconds")
         spoolPending = Metrics.Gauge(label: "dreamnet_healthd_spool_pending_events")
@@ -48,6 +52,9 @@ public final class DaemonMetrics: Sendable {
             probes.increment()
             latency.recordNanoseconds(Int64(probe.latency.fractionalMilliseconds * 1_000_000))
             lastProbe.record(probe.startedAt.timeIntervalSince1970 + probe.latency.seconds)
+            // How often the server is asked to start a session for the daemon (fresh) against
+            // how often a kept one answered (session): the cost the daemon puts on the server.
+            (probe.connection == .fresh ? freshProbes : sessionProbes).increment()
             if let failure = probe.failure {
                 Metrics.Counter(label: "dreamnet_healthd_probe_failures_total", dimensions: [("reason", failure.reason.rawValue)]).increment()
             }

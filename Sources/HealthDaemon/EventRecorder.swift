@@ -163,6 +163,12 @@ final class EventRecorder: Sendable {
 
     /// Saves the verdict and counters when they changed. Not while events wait in memory: the
     /// state must never get ahead of the transitions that led to it.
+    /// Whether a probe that changed nothing still has work here: events held in memory to
+    /// store, drops to report, or a changed state to save.
+    func hasWork(memory: DaemonMemory) -> Bool {
+        !unspooled.withLock({ $0.isEmpty }) || store.read().spool.dropped > 0 || lastMemory.withLock({ $0 != memory })
+    }
+
     func remember(_ memory: DaemonMemory) async {
         guard unspooled.withLock({ $0.isEmpty }), lastMemory.withLock({ $0 != memory }) else { return }
         let spool = spool

@@ -28,8 +28,14 @@ final class ProbeService: Service {
     private let machine: MutexBox<HealthStateMachine>
     private let recorder: EventRecorder
     private let flaps: MutexBox<FlapDetector>
-    /// Wakes the loop when the settings change, so new settings apply at once.
+    /// Wakes the loop when the settings change, so new settings apply at once: the task, or
+    /// the thread that runs steady ticks.
     private let reloaded = WakeupSignal()
+    private let reloadedOnThread = ThreadFlag()
+    /// Probes started, for the fault hook that stalls the loop.
+    private let probeCount = MutexBox(0)
+    /// The last STATUS= line sent.
+    private let lastStatus = MutexBox<(text: String, sentAt: ContinuousClock.Instant)>(("", .now))
     private let metrics: DaemonMetrics?
     /// Set once READY=1 has been sent: a reload before that must not send READY=1 early.
     let hasReported = MutexBox(false)
@@ -76,6 +82,7 @@ final class ProbeService: Service {
             snapshot.target = prober?.target.display
         }
         reloaded.signal()
+        reloadedOnThread.set()
     }
 
     func run() async throws {
@@ -99,17 +106,16 @@ final class ProbeService: Service {
 
     private func probeLoop() async throws {
         var nextStart = ContinuousClock.now
-        if splayFirstProbe {
+        if splayFirstProbe, settings.withLock({ $0.prober != nil }) {
             // Daemons started together (a fleet's restart, a boot) would otherwise probe, and
-            // open connections, in step for as long as they run.
+            // open connections, in step for as long as they run. (With nothing to probe, the
+            // not-configured verdict is given at once.)
             let interval = settings.withLock { $0.interval }
             nextStart += .nanoseconds(Int64.random(in: 0..<max(1, interval.nanoseconds)))
             logger.debug("first probe splayed", metadata: ["in_ms": "\((nextStart - .now).milliseconds)"])
             nextStart = try await sleep(until: nextStart)
         }
         var first = true
-        var probes = 0
-        var lastStatus = ""
         var lastProber: PostgresProber?
         while !Task.isCancelled {
             let current = settings.withLock { $0 }
@@ -120,38 +126,165 @@ final class ProbeService: Service {
             }
             lastProber = current.prober
             if let prober = current.prober {
-                FaultInjection.stallProbeLoop(after: probes)
-                probes += 1
-                // nil: shutdown cancelled the probe midway; it has no verdict to record.
-                guard let outcome = await feedingWatchdog(for: prober.timeout, { await prober.probe() }),
-                      let result = outcome
-                else { return }
-                // A reload changed the target or settings meanwhile: this result is about the old
-                // ones. Probe again at once.
-                guard settings.withLock({ $0.generation }) == current.generation else { continue }
-                let transition = machine.withLock { $0.probeFinished(result, at: Date(), newID: UUID()) }
-                _ = await feedingWatchdog(for: Self.settleLimit) { [self] in await settle(probe: result, transition: transition) }
+                let result: ProbeResult
+                let transition: Transition?
+                let settled: Transition??
+                if !first, canTickOnThread(prober) {
+                    // Steady state: ticks that change nothing run on the probe's thread, start
+                    // to end; it comes back here with the first result that needs more.
+                    switch await ticksOnThread(prober: prober, generation: current.generation, from: nextStart) {
+                    case .cancelled: return
+                    case .reloaded:
+                        // Probe at once with the new settings; the task's wake-up for the same
+                        // reload is spent.
+                        reloaded.consume()
+                        nextStart = ContinuousClock.now
+                        continue
+                    case .needsRecording(let probe, let change, let settledEvent, let startedAt):
+                        (result, transition, settled, nextStart) = (probe, change, settledEvent, startedAt)
+                    }
+                } else {
+                    FaultInjection.stallProbeLoop(after: probeCount.withLock { $0 })
+                    probeCount.withLock { $0 += 1 }
+                    // nil: shutdown cancelled the probe midway; it has no verdict to record.
+                    guard let outcome = await feedingWatchdog(for: prober.timeout, { await prober.probe() }),
+                          let probed = outcome
+                    else { return }
+                    // A reload changed the target or settings meanwhile: this result is about the
+                    // old ones. Probe again at once.
+                    guard settings.withLock({ $0.generation }) == current.generation else { continue }
+                    result = probed
+                    transition = machine.withLock { $0.probeFinished(probed, at: Date(), newID: UUID()) }
+                    settled = nil
+                }
+                _ = await feedingWatchdog(for: Self.settleLimit) { [self] in
+                    await settle(probe: result, transition: transition, settled: settled)
+                }
             } else {
                 // Nothing to probe: a state of its own, recorded once.
                 let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
                 _ = await feedingWatchdog(for: Self.settleLimit) { [self] in await settle(probe: nil, transition: transition) }
             }
-            let status = statusLine()
             if first {
                 first = false
+                let status = statusLine()
+                lastStatus.withLock { $0 = (status, .now) }
                 notifier.ready(status: status)
                 hasReported.withLock { $0 = true }
-            } else if status != lastStatus || forceStatus.withLock({ $0 }) {
-                forceStatus.withLock { $0 = false }
-                notifier.status(status)
+            } else {
+                reportStatusIfChanged()
             }
-            lastStatus = status
             notifier.watchdog()
             nextStart += current.interval
             let now = ContinuousClock.now
             if nextStart < now { nextStart = now }
             nextStart = try await sleep(until: nextStart)
         }
+    }
+
+    /// How a run of ticks on the probe's thread ended.
+    private enum ThreadTicks: Sendable {
+        case cancelled
+        case reloaded
+        /// A result that changes the state, or has events to record or state to save: the
+        /// loop records it. `settled` is the flap detector's tick, already taken (`nil`: not
+        /// taken). `startedAt` is when that probe was scheduled.
+        case needsRecording(ProbeResult, Transition?, settled: Transition??, startedAt: ContinuousClock.Instant)
+    }
+
+    /// Ticks on the thread need the watchdog fed between probes only: a probe must end well
+    /// within one watchdog period.
+    private func canTickOnThread(_ prober: PostgresProber) -> Bool {
+        notifier.watchdogPeriod.map { prober.timeout + .milliseconds(500) < $0 } ?? true
+    }
+
+    /// Sleeps to each probe, probes and publishes the result on one thread of its own, for as
+    /// long as the results change nothing: no transition, no flap settling, no event waiting in
+    /// memory, no state to save. Such a tick then costs two wake-ups of one thread (the timer
+    /// and the server's answer), not a handful of hops between threads and tasks.
+    private func ticksOnThread(
+        prober: PostgresProber, generation: Int, from start: ContinuousClock.Instant
+    ) async -> ThreadTicks {
+        let cancellation = ProbeCancellation()
+        let outcome = await withTaskCancellationHandler {
+            await onOwnThread { [self] in
+                threadTicks(prober: prober, generation: generation, from: start, cancellation: cancellation)
+            }
+        } onCancel: {
+            cancellation.cancel()
+        }
+        return outcome ?? .cancelled
+    }
+
+    private func threadTicks(
+        prober: PostgresProber, generation: Int, from start: ContinuousClock.Instant, cancellation: ProbeCancellation
+    ) -> ThreadTicks {
+        // A reload signalled before this run began is seen by the generation check below.
+        reloadedOnThread.clear()
+        var nextStart = start
+        while true {
+            guard settings.withLock({ $0.generation }) == generation else { return .reloaded }
+            // To the next start, feeding the watchdog when the interval is longer.
+            while ContinuousClock.now < nextStart {
+                let wake = notifier.watchdogPeriod.map { min(nextStart, ContinuousClock.now + $0) } ?? nextStart
+                switch ThreadFlag.sleep(until: wake, wakingOn: [cancellation.threadFlag, reloadedOnThread]) {
+                case nil: notifier.watchdog()
+                case let flag? where flag === reloadedOnThread:
+                    return .reloaded
+                case _?: return .cancelled
+                }
+            }
+            let scheduled = nextStart
+            FaultInjection.stallProbeLoop(after: probeCount.withLock { $0 })
+            probeCount.withLock { $0 += 1 }
+            guard let result = prober.probeBlocking(cancellation: cancellation) else { return .cancelled }
+            guard settings.withLock({ $0.generation }) == generation else { return .reloaded }
+            if let transition = machine.withLock({ $0.probeFinished(result, at: Date(), newID: UUID()) }) {
+                return .needsRecording(result, transition, settled: nil, startedAt: scheduled)
+            }
+            let state = machine.withLock { $0.state }
+            if let settledEvent = flaps.withLock({ $0.tick(at: Date(), state: state, newID: UUID()) }) {
+                return .needsRecording(result, nil, settled: .some(settledEvent), startedAt: scheduled)
+            }
+            if recorder.hasWork(memory: memory) {
+                return .needsRecording(result, nil, settled: .some(nil), startedAt: scheduled)
+            }
+            publish(probe: result, transition: nil)
+            reportStatusIfChanged()
+            notifier.watchdog()
+            nextStart += settings.withLock { $0.interval }
+            let now = ContinuousClock.now
+            if nextStart < now { nextStart = now }
+        }
+    }
+
+    /// STATUS= when the line changed, or after a reload (whose READY=1 carried its own). A line
+    /// that differs only in the last probe's latency is sent at most every `statusRefresh`:
+    /// otherwise every probe would wake systemd.
+    private func reportStatusIfChanged() {
+        guard notifier.isConnected else { return }
+        let status = statusLine()
+        let now = ContinuousClock.now
+        let send = lastStatus.withLock { last -> Bool in
+            let changed = last.text != status
+                && (Self.withoutLatency(last.text) != Self.withoutLatency(status) || now - last.sentAt >= Self.statusRefresh)
+            if changed { last = (status, now) }
+            return changed
+        }
+        let forced = forceStatus.withLock { forced in
+            defer { forced = false }
+            return forced
+        }
+        if send || forced { notifier.status(status) }
+    }
+
+    static let statusRefresh = Duration.seconds(10)
+
+    /// The status line with the latency figure taken out.
+    private static func withoutLatency(_ line: String) -> Substring {
+        guard let start = line.range(of: "; last probe ok in ") else { return Substring(line) }
+        let rest = line[start.upperBound...]
+        return line[..<start.lowerBound] + (rest.firstIndex(of: ";").map { rest[$0...] } ?? "")
     }
 
     /// Sleeps to the next probe, waking to feed the watchdog when the interval is longer, and
@@ -161,6 +294,7 @@ final class ProbeService: Service {
         while ContinuousClock.now < start {
             let wake = notifier.watchdogPeriod.map { min(start, ContinuousClock.now + $0) } ?? start
             if await reloaded.wait(timeout: wake - ContinuousClock.now) {
+                reloadedOnThread.clear()
                 start = ContinuousClock.now
             }
             try Task.checkCancellation()
@@ -206,13 +340,14 @@ final class ProbeService: Service {
 
     /// Records a transition durably first, then publishes the verdict and remembers it.
     /// While the state flaps, per-flip rows give way to one flapping event (see `FlapDetector`).
-    private func settle(probe: ProbeResult?, transition: Transition?) async {
+    /// `settled`: the flap detector's tick when the caller already took it.
+    private func settle(probe: ProbeResult?, transition: Transition?, settled alreadySettled: Transition?? = nil) async {
         var recorded = false
         var announcements: [HealthEvent] = []
         var decision: FlapDetector.Decision?
         if let transition { decision = flaps.withLock { $0.transition(transition) } }
         let state = machine.withLock { $0.state }
-        let settled = flaps.withLock { $0.tick(at: Date(), state: state, newID: UUID()) }
+        let settled = alreadySettled ?? flaps.withLock { $0.tick(at: Date(), state: state, newID: UUID()) }
         // Saved with the events below, in the same spool transaction.
         let memory = self.memory
         if let transition, let decision {

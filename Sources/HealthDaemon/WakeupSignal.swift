@@ -30,6 +30,15 @@ final class WakeupSignal: Sendable {
         waiter?.resume(true)
     }
 
+    /// Takes a pending signal, if there is one, without waiting.
+    @discardableResult
+    func consume() -> Bool {
+        state.withLock { state in
+            defer { state.pending = false }
+            return state.pending
+        }
+    }
+
     /// Returns when signalled, or when the calling task is cancelled.
     func wait() async {
         _ = await wait(timeout: nil)

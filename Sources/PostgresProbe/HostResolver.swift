@@ -141,7 +141,7 @@ struct ResolverError: Error, CustomStringConvertible {
 /// events database): a shared pool would let those delay it past its deadline and upset the
 /// probe cadence. Each call has a thread to itself, a parked one when there is one.
 /// `nil` if no thread could be created.
-func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T? {
     await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
         let started = ParkedThreads.shared.run { continuation.resume(returning: body()) }
         if !started { continuation.resume(returning: nil) }

@@ -230,7 +230,12 @@ final class PGSession {
     private func connectionFailure() -> Stop {
         let raw = String(cString: PQerrorMessage(connection))
         let sqlstate = FailureClassifier.sqlstate(inConnectionError: raw)
-        let message = scrubber.scrub(FailureClassifier.tidy(raw))
+        var message = scrubber.scrub(FailureClassifier.tidy(raw))
+        // PgBouncer refuses startup options it does not track ("unsupported startup parameter
+        // in options: statement_timeout", or "…: options" before 1.20).
+        if message.contains("unsupported startup parameter"), message.contains("options") || message.contains("_timeout") {
+            message += " (the daemon sends statement_timeout and lock_timeout in options: set server_timeouts = false behind this pooler)"
+        }
         return .failed(FailureClassifier.reason(sqlstate: sqlstate, message: message), sqlstate: sqlstate, message: message)
     }
 

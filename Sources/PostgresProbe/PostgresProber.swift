@@ -78,6 +78,18 @@ public struct PostgresProber: Sendable {
         connections === other.connections
     }
 
+    /// One probe on the calling thread, which it blocks for at most the deadline: call it from
+    /// a thread of your own, never from Swift's cooperative pool. `nil` if `cancellation` fired
+    /// before the probe reached a verdict. One cancellation may serve many probes in a row.
+    public func probeBlocking(cancellation: ProbeCancellation) -> ProbeResult? {
+        connections.slot.withLock { slot in
+            LibPQProbe.run(
+                target, timeout: timeout, policy: policy, slot: slot, resolver: .shared,
+                environment: environment, cancellation: cancellation
+            )
+        }
+    }
+
     /// Closes the kept session or unfinished connection, if any (reload, shutdown). Waits for
     /// a probe that is running: cancel it first.
     public func close() async {

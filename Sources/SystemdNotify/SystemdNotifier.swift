@@ -8,8 +8,11 @@ public struct SystemdNotifier: Sendable {
     /// How often to send WATCHDOG=1, when systemd asked for it (`WatchdogSec=`; honours
     /// `WATCHDOG_PID`): a third of `WATCHDOG_USEC`, well inside the half systemd recommends.
     public let watchdogPeriod: Duration?
+    /// `NOTIFY_SOCKET` was set at start: outside systemd, messages are not even formatted.
+    public let isConnected: Bool
 
     public init() {
+        isConnected = getenv("NOTIFY_SOCKET") != nil
         var microseconds: UInt64 = 0
         if sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 {
             watchdogPeriod = .microseconds(Int64(microseconds / 3))
@@ -29,6 +32,7 @@ public struct SystemdNotifier: Sendable {
     }
 
     public func status(_ text: String) {
+        guard isConnected else { return }
         send("STATUS=\(Self.oneLine(text))")
     }
 

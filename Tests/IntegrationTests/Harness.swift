@@ -70,6 +70,17 @@ final class RunningDaemon {
         try JSONDecoder().decode(StatusDocument.self, from: Data(try await get("/status").body))
     }
 
+    /// Polls `/status` until `condition` holds; returns the document, or `nil` at the timeout.
+    func waitForStatus(timeout: Duration, _ condition: (StatusDocument) -> Bool) async throws -> StatusDocument? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let document = try await status()
+            if condition(document) { return document }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        return nil
+    }
+
     /// Polls `/status` until the state is `state`; returns the document, or `nil` at the timeout.
     func waitFor(_ state: HealthState, timeout: Duration = .seconds(15)) async throws -> StatusDocument? {
         let deadline = ContinuousClock.now + timeout
