@@ -282,7 +282,7 @@ final class ProbeService: Service {
 
     /// The status line with the latency figure taken out.
     private static func withoutLatency(_ line: String) -> Substring {
-        guard let start = line.range(of: "; last probe ok in ") else { return Substring(line) }
+        guard let start = line.firstRange(of: "; last probe ok in ") else { return Substring(line) }
         let rest = line[start.upperBound...]
         return line[..<start.lowerBound] + (rest.firstIndex(of: ";").map { rest[$0...] } ?? "")
     }
