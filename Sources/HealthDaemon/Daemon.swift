@@ -114,13 +114,16 @@ public struct Daemon: Sendable {
             store.update { $0.spool.apply(summary) }
         }
         let environment = ProcessInfo.processInfo.environment
+        let prober = target.map { PostgresProber(target: $0, configuration: configuration) }
         let delivery = EventDeliveryService(
             spool: spool,
-            writer: eventsTarget.map { EventTableWriter(target: $0, configuration: configuration, environment: environment) },
+            writer: eventsTarget.map {
+                EventTableWriter(target: $0, configuration: configuration, environment: environment, prober: prober)
+            },
             store: store, logger: logger, wakeup: wakeup
         )
         let probe = ProbeService(
-            prober: target.map { PostgresProber(target: $0, configuration: configuration) },
+            prober: prober,
             configuration: configuration, store: store, recorder: recorder, remembered: remembered,
             notifier: notifier, logger: logger, metrics: metrics,
             // Started on demand by a client's request: that client waits for the first verdict.
@@ -206,8 +209,14 @@ extension PostgresProber {
 }
 
 extension EventTableWriter {
-    convenience init(target: ConnectionTarget, configuration: DaemonConfiguration, environment: [String: String]) {
-        self.init(target: target, serverTimeouts: configuration.serverTimeouts, environment: environment)
+    /// `prober`: the probed database's; its kept session is shared when events go there too.
+    convenience init(
+        target: ConnectionTarget, configuration: DaemonConfiguration, environment: [String: String], prober: PostgresProber?
+    ) {
+        self.init(
+            target: target, serverTimeouts: configuration.serverTimeouts, environment: environment,
+            sharing: configuration.eventsDatabaseURL == nil ? prober : nil
+        )
     }
 }
 

@@ -90,9 +90,10 @@ final class ReloadService: Service {
             )))
         }
         // A new prober every time: the kept session is closed on reload, whatever changed.
-        probe.apply(new, prober: target.map { PostgresProber(target: $0, configuration: new) })
+        let prober = target.map { PostgresProber(target: $0, configuration: new) }
+        probe.apply(new, prober: prober)
         delivery.setWriter(eventsTarget.map {
-            EventTableWriter(target: $0, configuration: new, environment: ProcessInfo.processInfo.environment)
+            EventTableWriter(target: $0, configuration: new, environment: ProcessInfo.processInfo.environment, prober: prober)
         })
         current.withLock { $0 = new }
 

@@ -25,6 +25,8 @@ final class ConnectionSlot {
 
     init() {}
 
+    var isEmpty: Bool { held == nil }
+
     /// When the unfinished connection was opened, if there is one.
     var unfinishedSince: ContinuousClock.Instant? {
         if case .unfinished(_, let since) = held { return since }

@@ -49,10 +49,18 @@ public final class EventTableWriter: Sendable {
     /// backend waiting on a lock during start-up, say): the next attempt carries on with it
     /// rather than leave one more backend waiting per retry.
     private let connections = SlotBox()
+    /// The prober of the same database, whose kept session a small delivery borrows, so that a
+    /// daemon in session mode holds one connection to the server, not two, while it delivers.
+    private let sharing: PostgresProber?
 
     private let serverTimeouts: Bool
 
-    public init(target: ConnectionTarget, timeout: Duration = .seconds(5), serverTimeouts: Bool = true, environment: [String: String]) {
+    /// `sharing`: the prober of the same database, if events go to the probed one.
+    public init(
+        target: ConnectionTarget, timeout: Duration = .seconds(5), serverTimeouts: Bool = true,
+        environment: [String: String], sharing: PostgresProber? = nil
+    ) {
+        self.sharing = sharing
         self.target = target
         self.timeout = timeout
         self.serverTimeouts = serverTimeouts
@@ -68,12 +76,40 @@ public final class EventTableWriter: Sendable {
         // up spool writes or probes that share a pool.
         let outcome = await withTaskCancellationHandler {
             await onOwnThread { [self] in
-                connections.slot.withLock { slot in insertBlocking(rows, slot: slot, cancellation: cancellation) }
+                if let borrowed = insertOnKeptSession(rows, cancellation: cancellation) { return borrowed }
+                return connections.slot.withLock { slot in insertBlocking(rows, slot: slot, cancellation: cancellation) }
             }
         } onCancel: {
             cancellation.cancel()
         }
         return outcome ?? Failure(reason: .other, sqlstate: nil, message: "could not start a thread for the insert")
+    }
+
+    /// Most rows a delivery sends over the probe's kept session: the kept session carries the
+    /// probe's own (short) statement timeout, so a long replay takes a connection of its own.
+    static let borrowedRowLimit = 100
+
+    /// Inserts on the probe's kept session, when there is one idle and the rows are few: `nil`
+    /// when it did not (nothing was borrowed, or the borrowed session failed: the caller then
+    /// tries on a connection of its own, at once).
+    private func insertOnKeptSession(_ rows: [EventRow], cancellation: ProbeCancellation) -> Failure?? {
+        guard rows.count <= Self.borrowedRowLimit, let sharing,
+              let (session, openedAt) = sharing.borrowKeptSession()
+        else { return nil }
+        session.cancellation = cancellation
+        var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .session, phase: .query)
+        let outcome = write(rows, on: session, clock: &clock)
+        switch outcome {
+        case nil:
+            sharing.returnKeptSession(session, openedAt: openedAt)
+            return .some(nil)
+        case let failure? where failure.isCancellation:
+            return .some(failure)
+        case _?:
+            // Broken, or too slow for the probe's statement timeout: dropped; the rows go over
+            // a connection of the writer's own.
+            return nil
+        }
     }
 
     private func insertBlocking(_ rows: [EventRow], slot: ConnectionSlot, cancellation: ProbeCancellation) -> Failure? {
@@ -92,6 +128,11 @@ public final class EventTableWriter: Sendable {
             )
         case .failure(let stop): return failure(stop, doing: "connecting")
         }
+        return write(rows, on: session, clock: &clock)
+    }
+
+    /// The table checked (once per run), then the rows, in batches.
+    private func write(_ rows: [EventRow], on session: PGSession, clock: inout PhaseClock) -> Failure? {
         if !tableChecked.withLock({ $0 }) {
             if let failure = ensureTable(session, deadline: clock.deadline) { return failure }
             tableChecked.withLock { $0 = true }

@@ -3,10 +3,14 @@ import FoundationEssentials
 import Glibc
 import HealthCore
 
-/// One libpq connection, owned by the one thread that opened it (`PGconn` is not thread-safe),
+/// One libpq connection, used by one thread at a time (`PGconn` is not thread-safe),
 /// every wait bounded by a deadline on the monotonic clock and abandonable through a
 /// `ProbeCancellation`. Closed with `PQfinish`, which does not wait for the server.
-final class PGSession {
+///
+/// `@unchecked Sendable`: a session moves between threads (a kept session serves probes on
+/// whichever thread runs them, the event writer borrows it), but one holder uses it at a time:
+/// whoever holds its slot's lock, or has taken it out of the slot.
+final class PGSession: @unchecked Sendable {
     /// Why a step did not complete; failures carry libpq's (scrubbed) reason.
     enum Stop: Error {
         case deadline

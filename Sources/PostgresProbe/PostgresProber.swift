@@ -73,6 +73,22 @@ public struct PostgresProber: Sendable {
         return outcome
     }
 
+    /// Takes the kept session out, if there is one and no probe is using the slot: the event
+    /// writer borrows it. Meanwhile a probe finds no kept session and opens a fresh one.
+    func borrowKeptSession() -> (PGSession, ContinuousClock.Instant)? {
+        guard policy.mode == .session else { return nil }
+        return connections.slot.withLockIfAvailable { slot in
+            slot.takeKept(youngerThan: policy.freshEvery).map { ($0.session, $0.openedAt) }
+        } ?? nil
+    }
+
+    /// Gives a borrowed session back; closes it if the slot holds another by now.
+    func returnKeptSession(_ session: PGSession, openedAt: ContinuousClock.Instant) {
+        connections.slot.withLock { slot in
+            if slot.isEmpty { slot.keep(session, openedAt: openedAt) }
+        }
+    }
+
     /// Whether `other` is a copy of this prober, sharing its connection.
     public func sharesConnections(with other: PostgresProber) -> Bool {
         connections === other.connections

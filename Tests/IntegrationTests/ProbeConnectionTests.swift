@@ -22,8 +22,9 @@ import TestSupport
         )
         _ = try #require(try await daemon.waitFor(.healthy))
         // Routine probes are on the kept session.
-        let routine = try await daemon.waitForStatus(timeout: .seconds(10)) { $0.lastProbe?.connection == "session" }
-        #expect(routine != nil, "no probe ran on the kept session")
+        let routine = try await daemon.waitForStatus(timeout: .seconds(30)) { $0.lastProbe?.connection == "session" }
+        let latest = try await daemon.status().lastProbe
+        #expect(routine != nil, "no probe ran on the kept session: \(String(describing: latest))")
 
         try cluster.freeze()
         defer { try? cluster.thaw() }
@@ -136,7 +137,7 @@ import TestSupport
             try await Task.sleep(for: .milliseconds(600 + 200 * round))
         }
         let figures = sampler.stop()
-        #expect(figures.samples > 100, "sampled \(figures.samples) times")
+        #expect(figures.samples > 30, "sampled \(figures.samples) times")
         #expect(figures.most >= 1, "never saw the daemon's connection: the sampler cannot fail otherwise")
         #expect(figures.most <= 2, "the daemon held \(figures.most) backends at once")
         let status = try await daemon.status()
@@ -180,7 +181,7 @@ import TestSupport
         #expect(during <= 2, "the daemon left \(during) backends waiting on the lock")
         // The last second may already have seen the release.
         let held = seen.dropLast(2)
-        #expect(held.count > 90, "\(held.count) readings while the lock was held")
+        #expect(held.count > 20, "\(held.count) readings while the lock was held")
         #expect(held.allSatisfy { $0.state == "unhealthy" && $0.lastProbe?.reason == "timeout" })
         #expect(held.contains { $0.lastProbe?.message?.contains("still waiting") == true })
 
@@ -194,6 +195,31 @@ import TestSupport
         // The transition to unhealthy, held while the lock kept the delivery out, is a row.
         let rows = try cluster.psql("SELECT count(*) FROM system_events WHERE payload->>'to' = 'unhealthy'")
         #expect(rows == "1")
+    }
+
+    /// In session mode, when events go to the probed database, a delivery borrows the probe's
+    /// idle kept session: the daemon opens one connection, not one more per delivery.
+    @Test func aDeliveryBorrowsTheKeptSession() async throws {
+        let cluster = try TestPostgres.start(extraServerOptions: ["-c", "log_connections=on"])
+        defer { cluster.destroy() }
+        let daemon = try RunningDaemon(
+            ["--probe-connection", "session", "--fresh-every", "60s", "--interval", "1s", "--no-splay"],
+            environment: ["DATABASE_URL": cluster.url]
+        )
+        _ = try #require(try await daemon.waitFor(.healthy))
+        let first = try #require(try await daemon.events().first)
+        // Delivered: the row is there.
+        #expect(waitUntil(timeout: .seconds(10)) {
+            (try? cluster.psql("SELECT count(*) FROM system_events WHERE id = '\(first.id)'")) == "1"
+        })
+        try await Task.sleep(for: .seconds(2))
+        let opened = cluster.serverLog().split(separator: "\n").filter {
+            $0.contains("connection authorized") && $0.contains("application_name=dreamnet-healthd")
+        }
+        #expect(opened.count == 1, "the daemon opened \(opened.count) connections: \(opened)")
+        let status = try await daemon.status()
+        #expect(status.lastProbe?.connection == "session")
+        #expect(status.spool?.pending == 0)
     }
 
     private func waitForKeptBackend(_ cluster: TestPostgres, excluding: Set<String>) async throws -> String? {
