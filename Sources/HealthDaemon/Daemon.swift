@@ -60,6 +60,10 @@ public struct Daemon: Sendable {
             configuration: configuration, target: target?.display, version: DaemonVersion.current,
             pid: getpid(), startedAt: Date(), startedInstant: .now
         ))
+        // Before the socket answers: a request must not see an empty spool that is not.
+        if let summary = await runBlocking({ try? spool.summary() }) {
+            store.update { $0.spool.apply(summary) }
+        }
         var exposition: (@Sendable () -> [UInt8])?
         if let metrics {
             exposition = {
@@ -110,9 +114,6 @@ public struct Daemon: Sendable {
         let recorder = EventRecorder(
             spool: spool, alertLog: alertLog, store: store, logger: logger, origin: origin, wakeup: wakeup
         )
-        if let summary = await recorder.spoolSummary() {
-            store.update { $0.spool.apply(summary) }
-        }
         let environment = ProcessInfo.processInfo.environment
         let prober = target.map { PostgresProber(target: $0, configuration: configuration) }
         let delivery = EventDeliveryService(
