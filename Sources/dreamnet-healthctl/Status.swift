@@ -25,10 +25,11 @@ struct Status: AsyncParsableCommand {
             response = try await StatusClient.get("/status", socketPath: path)
             document = try decodeStatus(response.body)
             // A daemon that has just started (socket activation starts it for this very
-            // request) has its first verdict at most one probe deadline away: wait for it
-            // rather than answer "unknown".
+            // request) has its first verdict at most one probe deadline away, or one interval
+            // more when it splays its first probe: wait for it rather than answer "unknown".
             if document.state == HealthState.starting.rawValue {
-                let deadline = ContinuousClock.now + .milliseconds(document.timeoutMs) + Self.firstVerdictSlack
+                let deadline = ContinuousClock.now + .milliseconds(document.intervalMs) + .milliseconds(document.timeoutMs)
+                    + Self.firstVerdictSlack
                 while document.state == HealthState.starting.rawValue, ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(50))
                     response = try await StatusClient.get("/status", socketPath: path)
