@@ -27,7 +27,7 @@ enum LibPQProbe {
         let serverTimeout = policy.serverTimeouts ? timeout : nil
         // The kept session, while it is younger than `freshEvery`.
         if policy.mode == .session, let kept = slot.takeKept(youngerThan: policy.freshEvery) {
-            var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .session, phase: .query)
+            let clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .session, phase: .query)
             kept.session.cancellation = cancellation
             switch kept.session.executeScript("SELECT 1", until: clock.deadline) {
             case .success(let rows) where rows.values == [["1"]]:
