@@ -60,8 +60,16 @@ public struct Daemon: Sendable {
             configuration: configuration, target: target?.display, version: DaemonVersion.current,
             pid: getpid(), startedAt: Date(), startedInstant: .now
         ))
+        let notifier = SystemdNotifier()
+        let wakeup = WakeupSignal()
+        let origin = HealthEvent.Origin(host: hostName(), pid: getpid(), version: DaemonVersion.current)
+        let alertLog = AlertLog(path: configuration.alertLogPath)
+        store.update { $0.alertLogPath = configuration.alertLogPath }
+        let recorder = EventRecorder(
+            spool: spool, alertLog: alertLog, store: store, logger: logger, origin: origin, wakeup: wakeup
+        )
         // Before the socket answers: a request must not see an empty spool that is not.
-        if let summary = await runBlocking({ try? spool.summary() }) {
+        if let summary = await recorder.spoolSummary() {
             store.update { $0.spool.apply(summary) }
         }
         var exposition: (@Sendable () -> [UInt8])?
@@ -106,14 +114,6 @@ public struct Daemon: Sendable {
             }
         }
 
-        let notifier = SystemdNotifier()
-        let wakeup = WakeupSignal()
-        let origin = HealthEvent.Origin(host: hostName(), pid: getpid(), version: DaemonVersion.current)
-        let alertLog = AlertLog(path: configuration.alertLogPath)
-        store.update { $0.alertLogPath = configuration.alertLogPath }
-        let recorder = EventRecorder(
-            spool: spool, alertLog: alertLog, store: store, logger: logger, origin: origin, wakeup: wakeup
-        )
         let environment = ProcessInfo.processInfo.environment
         let prober = target.map { PostgresProber(target: $0, configuration: configuration) }
         let delivery = EventDeliveryService(

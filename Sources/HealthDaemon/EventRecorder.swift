@@ -62,7 +62,7 @@ final class EventRecorder: Sendable {
     /// Retries events held in memory, and reports drops once the spool has room again; cheap
     /// when there is neither.
     func retry(memory: DaemonMemory) async {
-        guard unspooled.withLock({ !$0.isEmpty }) || store.read().spool.dropped > 0 else { return }
+        guard hasEventsToRetry else { return }
         for overflow in await flushToSpool(memory: memory) { await announce(overflow) }
         wakeup.signal()
     }
@@ -161,16 +161,26 @@ final class EventRecorder: Sendable {
         ])
     }
 
-    /// Saves the verdict and counters when they changed. Not while events wait in memory: the
-    /// state must never get ahead of the transitions that led to it.
-    /// Whether a probe that changed nothing still has work here: events held in memory to
-    /// store, drops to report, or a changed state to save.
+    /// Whether a probe that changed nothing still has work here: what `retry` and `remember`
+    /// would do.
     func hasWork(memory: DaemonMemory) -> Bool {
-        !unspooled.withLock({ $0.isEmpty }) || store.read().spool.dropped > 0 || lastMemory.withLock({ $0 != memory })
+        hasEventsToRetry || hasStateToSave(memory)
     }
 
+    /// Events held in memory to store, or drops to report.
+    private var hasEventsToRetry: Bool {
+        unspooled.withLock({ !$0.isEmpty }) || store.read().spool.dropped > 0
+    }
+
+    /// The state changed since it was saved, and no event waits in memory.
+    private func hasStateToSave(_ memory: DaemonMemory) -> Bool {
+        unspooled.withLock({ $0.isEmpty }) && lastMemory.withLock({ $0 != memory })
+    }
+
+    /// Saves the verdict and counters when they changed. Not while events wait in memory: the
+    /// state must never get ahead of the transitions that led to it.
     func remember(_ memory: DaemonMemory) async {
-        guard unspooled.withLock({ $0.isEmpty }), lastMemory.withLock({ $0 != memory }) else { return }
+        guard hasStateToSave(memory) else { return }
         let spool = spool
         let result = await runBlocking { Result { () throws(SpoolError) in try spool.remember(memory) } }
         switch result {

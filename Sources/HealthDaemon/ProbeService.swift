@@ -144,8 +144,7 @@ final class ProbeService: Service {
                         (result, transition, settled, nextStart) = (probe, change, settledEvent, startedAt)
                     }
                 } else {
-                    FaultInjection.stallProbeLoop(after: probeCount.withLock { $0 })
-                    probeCount.withLock { $0 += 1 }
+                    probeStarting()
                     // nil: shutdown cancelled the probe midway; it has no verdict to record.
                     guard let outcome = await feedingWatchdog(for: prober.timeout, { await prober.probe() }),
                           let probed = outcome
@@ -175,9 +174,7 @@ final class ProbeService: Service {
                 reportStatusIfChanged()
             }
             notifier.watchdog()
-            nextStart += current.interval
-            let now = ContinuousClock.now
-            if nextStart < now { nextStart = now }
+            nextStart = Self.start(after: nextStart, interval: current.interval)
             nextStart = try await sleep(until: nextStart)
         }
     }
@@ -235,8 +232,7 @@ final class ProbeService: Service {
                 }
             }
             let scheduled = nextStart
-            FaultInjection.stallProbeLoop(after: probeCount.withLock { $0 })
-            probeCount.withLock { $0 += 1 }
+            probeStarting()
             guard let result = prober.probeBlocking(cancellation: cancellation) else { return .cancelled }
             guard settings.withLock({ $0.generation }) == generation else { return .reloaded }
             if let transition = machine.withLock({ $0.probeFinished(result, at: Date(), newID: UUID()) }) {
@@ -252,10 +248,19 @@ final class ProbeService: Service {
             publish(probe: result, transition: nil)
             reportStatusIfChanged()
             notifier.watchdog()
-            nextStart += settings.withLock { $0.interval }
-            let now = ContinuousClock.now
-            if nextStart < now { nextStart = now }
+            nextStart = Self.start(after: nextStart, interval: settings.withLock { $0.interval })
         }
+    }
+
+    /// The next probe's start on the fixed-rate schedule; now, when a probe overran it.
+    private static func start(after previous: ContinuousClock.Instant, interval: Duration) -> ContinuousClock.Instant {
+        max(previous + interval, ContinuousClock.now)
+    }
+
+    /// Counts a probe about to start; the fault hook that stalls the loop acts here.
+    private func probeStarting() {
+        FaultInjection.stallProbeLoop(after: probeCount.withLock { $0 })
+        probeCount.withLock { $0 += 1 }
     }
 
     /// STATUS= when the line changed, or after a reload (whose READY=1 carried its own). A line

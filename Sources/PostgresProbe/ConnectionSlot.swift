@@ -27,10 +27,13 @@ final class ConnectionSlot {
 
     var isEmpty: Bool { held == nil }
 
-    /// When the unfinished connection was opened, if there is one.
-    var unfinishedSince: ContinuousClock.Instant? {
-        if case .unfinished(_, let since) = held { return since }
-        return nil
+    /// What a timeout says when the connection that ran out of time was opened by an earlier
+    /// call (before `start`) and is still unfinished: how long it has waited, and that no other
+    /// is opened meanwhile. `nil` when the timeout is this call's own.
+    func stillWaitingNote(callStartedAt start: ContinuousClock.Instant) -> String? {
+        guard case .unfinished(_, let since) = held, since < start else { return nil }
+        let waited = (ContinuousClock.now - since).components.seconds
+        return "the connection opened \(waited) s ago is still waiting, and no other is opened until the server answers or drops it"
     }
 
     /// Takes the kept session out if it is younger than `age`; leaves an older one in place.
@@ -61,8 +64,8 @@ final class ConnectionSlot {
     }
 
     /// A connected session under `clock`'s deadline: the unfinished one carried on if there is
-    /// one, else a new one. `.deadline` with `unfinishedSince` earlier than the clock's start
-    /// means an earlier connection is still waiting; a new connection that runs out of time
+    /// one, else a new one. After `.deadline`, `stillWaitingNote` tells whether an earlier
+    /// connection is still waiting; a new connection that runs out of time
     /// while the server holds it is kept as the unfinished one. The kept session is not
     /// touched: take it first.
     func connection(

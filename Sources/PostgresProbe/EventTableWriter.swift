@@ -120,13 +120,12 @@ public final class EventTableWriter: Sendable {
             serverTimeout: serverTimeouts ? timeout : nil
         ) {
         case .success(let opened): session = opened
-        case .failure(.deadline) where slot.unfinishedSince.map({ $0 < clock.start }) == true:
-            let waited = (ContinuousClock.now - slot.unfinishedSince!).components.seconds
-            return Failure(
-                reason: .timeout, sqlstate: nil,
-                message: "connecting: the connection opened \(waited) s ago is still waiting (during \(clock.phase.rawValue)); no other is opened until the server answers or drops it"
-            )
-        case .failure(let stop): return failure(stop, doing: "connecting")
+        case .failure(let stop):
+            var failure = failure(stop, doing: "connecting")
+            if case .deadline = stop, let note = slot.stillWaitingNote(callStartedAt: clock.start) {
+                failure.message += " (during \(clock.phase.rawValue)); " + note
+            }
+            return failure
         }
         return write(rows, on: session, clock: &clock)
     }

@@ -63,21 +63,21 @@ final class HostResolver: Sendable {
     }
 }
 
-/// One `getaddrinfo` call on its own thread; its pipe becomes readable when it is done.
+/// One `getaddrinfo` call on its own thread; its flag becomes readable when it is done.
 final class Lookup: Sendable {
     let host: String
     let startedAt: ContinuousClock.Instant
-    private let done: SignalPipe
+    private let done = ThreadFlag()
     private let state = Mutex<(started: Bool, result: Result<[String], HostResolver.Failure>?)>((false, nil))
 
     init(host: String, startedAt: ContinuousClock.Instant) throws {
         self.host = host
         self.startedAt = startedAt
-        done = try SignalPipe()
+        if let failure = done.failure { throw ResolverError(message: failure) }
     }
 
     /// Readable once the lookup has a result.
-    var readDescriptor: Int32 { done.readDescriptor }
+    var readDescriptor: Int32 { done.descriptor }
 
     var result: Result<[String], HostResolver.Failure>? {
         state.withLock { $0.result }
@@ -93,7 +93,7 @@ final class Lookup: Sendable {
         let finish = { @Sendable [self] (result: Result<[String], HostResolver.Failure>) in
             state.withLock { $0.result = result }
             whenDone()
-            done.signal()
+            done.set()
         }
         let started = DetachedThread.start { [host] in finish(Self.lookUp(host)) }
         if !started { finish(.failure(.failed("could not start a thread for name resolution"))) }

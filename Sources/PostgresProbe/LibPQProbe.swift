@@ -54,8 +54,8 @@ enum LibPQProbe {
             serverTimeout: serverTimeout
         ) {
         case .success(let opened): session = opened
-        case .failure(.deadline) where slot.unfinishedSince.map({ $0 < clock.start }) == true:
-            return clock.stillWaiting(since: slot.unfinishedSince!)
+        case .failure(.deadline):
+            return clock.timedOut(note: slot.stillWaitingNote(callStartedAt: clock.start))
         case .failure(let stop): return clock.stopped(stop)
         }
         clock.enter(.query)
@@ -192,15 +192,9 @@ struct PhaseClock {
         phaseStart = now
     }
 
-    func timedOut() -> ProbeResult {
-        failed(.timeout, message: "no answer within \(timeout.milliseconds) ms (during \(phase.rawValue))")
-    }
-
-    /// A timeout on a connection an earlier probe opened and the server has not finished with.
-    func stillWaiting(since opened: ContinuousClock.Instant) -> ProbeResult {
-        let waited = (ContinuousClock.now - opened).components.seconds
-        return failed(.timeout, message: "no answer within \(timeout.milliseconds) ms (during \(phase.rawValue)); "
-            + "the connection opened \(waited) s ago is still waiting, and no other is opened until the server answers or drops it")
+    /// `note`: what else the timeout is about (an earlier connection still waiting).
+    func timedOut(note: String? = nil) -> ProbeResult {
+        failed(.timeout, message: "no answer within \(timeout.milliseconds) ms (during \(phase.rawValue))" + (note.map { "; " + $0 } ?? ""))
     }
 
     func failed(_ reason: FailureReason, sqlstate: String? = nil, message: String) -> ProbeResult {

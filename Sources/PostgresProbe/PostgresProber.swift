@@ -45,21 +45,10 @@ public struct PostgresProber: Sendable {
     /// One probe; `nil` if the calling task was cancelled before the probe reached a verdict
     /// (cancellation ends the probe's wait at once, whatever the deadline).
     public func probe() async -> ProbeResult? {
-        let target = target
-        let timeout = timeout
-        let policy = policy
-        let environment = environment
-        let connections = connections
+        let prober = self
         let cancellation = ProbeCancellation()
         let outcome = await withTaskCancellationHandler {
-            await onOwnThread {
-                connections.slot.withLock { slot in
-                    LibPQProbe.run(
-                        target, timeout: timeout, policy: policy, slot: slot, resolver: .shared,
-                        environment: environment, cancellation: cancellation
-                    )
-                }
-            }
+            await onOwnThread { prober.probeBlocking(cancellation: cancellation) }
         } onCancel: {
             cancellation.cancel()
         }

@@ -7,48 +7,26 @@ enum WaitOutcome {
     case cancelled
 }
 
-/// A pipe used as a one-shot flag another thread can `poll()` on: once signalled, its read end
-/// stays readable.
-final class SignalPipe: Sendable {
-    let readDescriptor: Int32
-    private let writeDescriptor: Int32
-
-    init() throws {
-        var descriptors: [Int32] = [-1, -1]
-        guard pipe(&descriptors) == 0 else {
-            throw ResolverError(message: "pipe: \(String(cString: strerror(errno)))")
-        }
-        for descriptor in descriptors {
-            _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(descriptor, F_SETFL, O_NONBLOCK)
-        }
-        readDescriptor = descriptors[0]
-        writeDescriptor = descriptors[1]
-    }
-
-    deinit {
-        close(readDescriptor)
-        close(writeDescriptor)
-    }
-
-    func signal() {
-        var byte: UInt8 = 1
-        _ = write(writeDescriptor, &byte, 1)
-    }
-}
-
 /// A flag a thread sleeps on with `poll()` and any thread sets: a non-blocking socket pair made
 /// with one system call, so that making one per probe costs next to nothing. Stays set until
 /// `clear()`.
 public final class ThreadFlag: Sendable {
-    /// `-1` only if no pipe could be made; waits then end only at their deadline.
+    /// `-1` only if no socket pair could be made (`failure` says why); waits then end only at
+    /// their deadline.
     let descriptor: Int32
     private let writeDescriptor: Int32
+    /// Why there is no descriptor, if there is none.
+    let failure: String?
 
     public init() {
         var descriptors: [Int32] = [-1, -1]
         let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        if socketpair(AF_UNIX, type, 0, &descriptors) != 0 { descriptors = [-1, -1] }
+        if socketpair(AF_UNIX, type, 0, &descriptors) == 0 {
+            failure = nil
+        } else {
+            failure = "socketpair: " + String(cString: strerror(errno))
+            descriptors = [-1, -1]
+        }
         descriptor = descriptors[0]
         writeDescriptor = descriptors[1]
     }
@@ -101,12 +79,6 @@ public final class ProbeCancellation: Sendable {
     /// Idempotent.
     public func cancel() {
         flag.set()
-    }
-
-    /// Whether `cancel()` was called (it stays so).
-    public var isCancelled: Bool {
-        var entry = pollfd(fd: flag.descriptor, events: Int16(POLLIN), revents: 0)
-        return poll(&entry, 1, 0) > 0
     }
 
     /// The flag behind it, for a thread that sleeps on it with others.
