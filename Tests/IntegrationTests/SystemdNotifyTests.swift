@@ -27,8 +27,11 @@ import TestSupport
         try await Task.sleep(for: .seconds(2.5))
         let pings = listener.messages.filter { $0.text == "WATCHDOG=1" }.map(\.at)
         #expect(pings.count >= 8, "\(pings.count) pings in 2.5 s")
+        // The loop pings every third of the period (200 ms); systemd acts on a gap of a whole
+        // period. Three quarters of it leaves room for a tick delayed on a loaded machine and
+        // still fails a loop that stops pinging between probes.
         let gaps = zip(pings.dropFirst(), pings).map { $0 - $1 }
-        #expect(gaps.allSatisfy { $0 <= .milliseconds(300) }, "\(gaps)")
+        #expect(gaps.allSatisfy { $0 < .milliseconds(450) }, "\(gaps)")
 
         // A down database changes STATUS and does not stop the pings.
         try cluster.stop()
