@@ -14,6 +14,12 @@ DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql cur
 # no Swift toolchain on the machine, and the daemon maps less at run time.
 RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib)
 
+# Strips binaries as the package installs them (and as dh_strip does): the symbol table and
+# debug information go, the dynamic symbols stay. scripts/bench reports the sizes this leaves.
+strip_as_packaged() {
+    strip --remove-section=.comment --remove-section=.note --strip-unneeded "$@"
+}
+
 log() {
     printf '==> %s\n' "$*" >&2
 }
