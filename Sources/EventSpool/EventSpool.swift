@@ -227,8 +227,9 @@ public final class EventSpool: Sendable {
     private static func events(_ db: SQLiteConnection, where condition: String, limit: Int) throws -> [SpooledEvent] {
         // Damaged rows were moved out at open; one that fails its checks now (the file changed
         // under the daemon) is skipped and left where it is, never delivered.
-        try db.rows("SELECT * FROM events WHERE \(condition) ORDER BY seq LIMIT ?", SQLiteValue(limit))
-            .compactMap(StoredRow.init)
+        var origins = OriginDecoder()
+        return try db.rows("SELECT * FROM events WHERE \(condition) ORDER BY seq LIMIT ?", SQLiteValue(limit))
+            .compactMap { StoredRow($0, origins: &origins) }
             .map { SpooledEvent(seq: $0.seq, event: $0.event, attempts: $0.attempts) }
     }
 
