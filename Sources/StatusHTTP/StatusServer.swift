@@ -16,12 +16,21 @@ public final class StatusServer: Sendable {
     private let channel: Channel
     /// The socket file this process created; `nil` when systemd passed the socket.
     private let identity: FileIdentity?
+    /// The accepted connections, which `close()` lets finish.
+    private let connections: ConnectionLimiter
 
-    private init(path: String, channel: Channel, identity: FileIdentity?) {
+    private init(path: String, channel: Channel, identity: FileIdentity?, connections: ConnectionLimiter) {
         self.path = path
         self.channel = channel
         self.identity = identity
+        self.connections = connections
     }
+
+    /// How long `close()` waits for clients whose connections were accepted to send their
+    /// request and read the reply before the open connections are asked to quiesce.
+    static let drainGrace = Duration.milliseconds(250)
+    /// How long `close()` then waits for replies in progress before closing what is left.
+    static let drainLimit = Duration.seconds(1)
 
     /// Open connections at most: a flood of clients cannot use up the descriptors the probes
     /// need. A connection beyond it closes the oldest.
@@ -35,7 +44,8 @@ public final class StatusServer: Sendable {
         respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
     ) async throws(StatusServerError) -> StatusServer {
         try removeStaleSocket(at: path)
-        let bootstrap = makeBootstrap(group: group, respond: respond)
+        let connections = ConnectionLimiter(maximum: maximumConnections)
+        let bootstrap = makeBootstrap(group: group, connections: connections, respond: respond)
         // Bind and listen under a temporary name, set the mode, then link it into place: the
         // socket appears only once it accepts connections, never with a looser mode, and never
         // over a socket another instance placed meanwhile (link(2) does not replace).
@@ -63,7 +73,7 @@ public final class StatusServer: Sendable {
             try? await channel.close()
             throw failure
         }
-        return StatusServer(path: path, channel: channel, identity: FileIdentity(info))
+        return StatusServer(path: path, channel: channel, identity: FileIdentity(info), connections: connections)
     }
 
     /// Serves the same endpoints over TCP (`--http-listen`), for Prometheus and load balancers.
@@ -73,10 +83,11 @@ public final class StatusServer: Sendable {
     ) async throws(StatusServerError) -> StatusServer {
         let label = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
         do {
-            let channel = try await makeBootstrap(group: group, respond: respond)
+            let connections = ConnectionLimiter(maximum: maximumConnections)
+            let channel = try await makeBootstrap(group: group, connections: connections, respond: respond)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .bind(host: host, port: port).get()
-            return StatusServer(path: label, channel: channel, identity: nil)
+            return StatusServer(path: label, channel: channel, identity: nil, connections: connections)
         } catch {
             throw StatusServerError(code: .bindFailed, path: label, detail: "\(error)")
         }
@@ -90,17 +101,19 @@ public final class StatusServer: Sendable {
         respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
     ) async throws(StatusServerError) -> StatusServer {
         do {
-            let channel = try await makeBootstrap(group: group, respond: respond).withBoundSocket(descriptor).get()
-            return StatusServer(path: path, channel: channel, identity: nil)
+            let connections = ConnectionLimiter(maximum: maximumConnections)
+            let channel = try await makeBootstrap(group: group, connections: connections, respond: respond)
+                .withBoundSocket(descriptor).get()
+            return StatusServer(path: path, channel: channel, identity: nil, connections: connections)
         } catch {
             throw StatusServerError(code: .bindFailed, path: path, detail: "adopting descriptor \(descriptor): \(error)")
         }
     }
 
     private static func makeBootstrap(
-        group: any EventLoopGroup, respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
+        group: any EventLoopGroup, connections limiter: ConnectionLimiter,
+        respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
     ) -> ServerBootstrap {
-        let limiter = ConnectionLimiter(maximum: maximumConnections)
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelInitializer { channel in
@@ -124,12 +137,26 @@ public final class StatusServer: Sendable {
     }
 
     /// Stops accepting, closes the listener and removes the socket file, unless it is no longer
-    /// ours (an operator or another instance replaced it).
+    /// ours (an operator or another instance replaced it); then lets the accepted connections
+    /// finish. A connection closed with its request unread is reset, and its client sees an
+    /// error, not an answer: under socket activation, where systemd keeps the listener and the
+    /// next instance takes the connections still queued, a restart must fail no client. So
+    /// clients get `drainGrace` to send their request and read the reply, the connections left
+    /// (idle keep-alive ones) are then asked to quiesce, which closes the idle ones and ends
+    /// the others after the reply in progress, and after `drainLimit` the rest are closed.
     public func close() async {
         try? await channel.close()
         var info = stat()
         if let identity, stat(path, &info) == 0, FileIdentity(info) == identity {
             unlink(path)
+        }
+        if await connections.waitUntilAllClosed(within: Self.drainGrace) { return }
+        for connection in connections.openConnections {
+            connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
+        if await connections.waitUntilAllClosed(within: Self.drainLimit) { return }
+        for connection in connections.openConnections {
+            try? await connection.close()
         }
     }
 
@@ -237,6 +264,20 @@ final class ConnectionLimiter: Sendable {
 
     func release(_ number: UInt64) {
         _ = open.withLock { $0.removeValue(forKey: number) }
+    }
+
+    /// The connections admitted and not yet closed.
+    var openConnections: [any Channel] { open.withLock { Array($0.values) } }
+
+    /// Whether every admitted connection closed within `limit`; checked every 10 ms, which is
+    /// only done while shutting down.
+    func waitUntilAllClosed(within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            if open.withLock({ $0.isEmpty }) { return true }
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 }
 

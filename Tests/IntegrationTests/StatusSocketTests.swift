@@ -151,6 +151,30 @@ import TestSupport
         let mode = try FileManager.default.attributesOfItem(atPath: daemon.socketPath)[.posixPermissions] as? Int
         #expect(mode == 0o660)
     }
+
+    /// A restart under socket activation must fail no client: the stopping daemon answers the
+    /// connections it accepted, including one whose request arrives after the shutdown began,
+    /// and closes an idle keep-alive connection instead of holding the shutdown up.
+    @Test func shutdownAnswersTheConnectionsItAccepted() throws {
+        let daemon = try RunningDaemon([])
+        let idle = try RawClient(socketPath: daemon.socketPath)
+        try idle.send(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        #expect(try idle.readResponse().hasPrefix("HTTP/1.1 "))
+        let late = try RawClient(socketPath: daemon.socketPath)
+        // Accepted before the shutdown: the listener accepts as soon as a client connects.
+        Thread.sleep(forTimeInterval: 0.1)
+        let stopping = ContinuousClock.now
+        daemon.process.signal(SIGTERM)
+        Thread.sleep(forTimeInterval: 0.05)
+        try late.send(Array("GET /status HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let reply = try late.readResponse()
+        #expect(reply.hasPrefix("HTTP/1.1 200"), "\(reply)")
+        #expect(reply.contains("\"state\""))
+        #expect(idle.readUntilClosed().isEmpty)
+        #expect(daemon.process.waitForExit(timeout: .seconds(5)) == 0, "\(daemon.process.output().suffix(2_000))")
+        let stopped = ContinuousClock.now - stopping
+        #expect(stopped < .seconds(3), "the shutdown took \(stopped)")
+    }
 }
 
 /// A blocking Unix-socket client speaking just enough HTTP/1.1 to check replies byte for byte.

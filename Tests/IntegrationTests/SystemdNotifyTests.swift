@@ -77,6 +77,7 @@ final class NotifyListener: Sendable {
     private let descriptor: Int32
     private final class Inbox: Sendable {
         let list = Mutex<[Message]>([])
+        let stopped = Mutex(false)
     }
 
     private let inbox = Inbox()
@@ -101,25 +102,32 @@ final class NotifyListener: Sendable {
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let socketDescriptor = descriptor
         let inbox = inbox
+        // The receiving thread closes the socket itself, once `close()` has asked it to stop: a
+        // descriptor closed under a thread still reading it may be reused by another test's
+        // socket before the next `recv`, which would then take that socket's bytes.
         Thread.detachNewThread {
             var buffer = [UInt8](repeating: 0, count: 4_096)
-            while true {
+            while !inbox.stopped.withLock({ $0 }) {
                 let count = recv(socketDescriptor, &buffer, buffer.count, 0)
                 if count > 0 {
                     let message = Message(text: String(decoding: buffer[..<count], as: UTF8.self), at: .now)
                     inbox.list.withLock { $0.append(message) }
                 } else if count < 0 && errno != EAGAIN && errno != EINTR {
-                    return
+                    break
                 }
             }
+            Glibc.close(socketDescriptor)
         }
     }
 
     var messages: [Message] { inbox.list.withLock { $0 } }
 
+    /// Stops receiving; the socket is closed by the receiving thread within its 100 ms timeout.
+    /// Shut down before the thread is told to stop, so never after the thread has closed it.
     func close() {
+        guard !inbox.stopped.withLock({ $0 }) else { return }
         shutdown(descriptor, Int32(SHUT_RDWR))
-        Glibc.close(descriptor)
+        inbox.stopped.withLock { $0 = true }
         try? FileManager.default.removeItem(at: directory)
     }
 }
