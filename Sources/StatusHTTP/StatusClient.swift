@@ -1,9 +1,14 @@
 import Glibc
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
-import NIOPosix
 
 /// A one-request HTTP client for the status socket, used by `dreamnet-healthctl`.
+///
+/// It blocks the calling thread and starts none: a command run from cron or a Nagios check pays
+/// for every thread and event loop it starts, and one request needs neither. The socket is
+/// driven with `poll(2)` against one deadline; SwiftNIO's HTTP/1.1 encoder and decoder, in an
+/// embedded channel, write the request and read the reply.
 public enum StatusClient {
     public struct Response: Sendable {
         public var status: Int
@@ -27,56 +32,135 @@ public enum StatusClient {
         public var isPermissionDenied: Bool { errno == EACCES || errno == EPERM }
     }
 
-    public static func get(_ uri: String, socketPath: String, timeout: Duration = .seconds(5)) async throws(Failure) -> Response {
+    /// `GET uri` on the socket at `socketPath`; connecting, sending and the whole reply within
+    /// `timeout`. Blocks the calling thread: call it from a thread that may block.
+    public static func get(_ uri: String, socketPath: String, timeout: Duration = .seconds(5)) throws(Failure) -> Response {
+        let connection = try Connection(socketPath: socketPath, deadline: .now + timeout, timeout: timeout)
+        defer { Glibc.close(connection.descriptor) }
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
         do {
-            return try await withThrowingTaskGroup(of: Response?.self) { group in
-                group.addTask { try await request(uri, socketPath: socketPath) }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let response = first else {
-                    throw Failure(socketPath: socketPath, detail: "no answer within \(timeout)")
-                }
-                return response
-            }
-        } catch let failure as Failure {
-            throw failure
-        } catch let error as IOError {
-            throw Failure(socketPath: socketPath, detail: String(cString: strerror(error.errnoCode)), errno: error.errnoCode)
-        } catch {
-            throw Failure(socketPath: socketPath, detail: "\(error)")
-        }
-    }
-
-    private static func request(_ uri: String, socketPath: String) async throws -> Response {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(unixDomainSocketPath: socketPath) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(
-                        wrappingChannelSynchronously: channel
-                    )
-                }
-            }
-        return try await channel.executeThenClose { inbound, outbound in
+            try channel.pipeline.syncOperations.addHTTPClientHandlers()
             var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: uri)
             head.headers.add(name: "Host", value: "localhost")
             head.headers.add(name: "Connection", value: "close")
-            // One write: the server may answer (and close) as soon as it has the head.
-            try await outbound.write(contentsOf: [.head(head), .end(nil)])
+            try channel.writeOutbound(HTTPClientRequestPart.head(head))
+            try channel.writeOutbound(HTTPClientRequestPart.end(nil))
+            var request: [UInt8] = []
+            while let bytes = try channel.readOutbound(as: ByteBuffer.self) { request += bytes.readableBytesView }
+            try connection.send(request)
 
             var status = 0
             var body: [UInt8] = []
-            for try await part in inbound {
-                switch part {
-                case .head(let responseHead): status = Int(responseHead.status.code)
-                case .body(let buffer): body.append(contentsOf: buffer.readableBytesView)
-                case .end: return Response(status: status, body: body)
+            while true {
+                let received = try connection.receive()
+                if received.isEmpty {
+                    // The end of a reply without a length is the end of the connection.
+                    channel.pipeline.fireChannelInactive()
+                } else {
+                    try channel.writeInbound(channel.allocator.buffer(bytes: received))
+                }
+                while let part = try channel.readInbound(as: HTTPClientResponsePart.self) {
+                    switch part {
+                    case .head(let responseHead): status = Int(responseHead.status.code)
+                    case .body(let bytes): body += bytes.readableBytesView
+                    case .end: return Response(status: status, body: body)
+                    }
+                }
+                if received.isEmpty {
+                    throw Failure(socketPath: socketPath, detail: "connection closed before the reply ended")
                 }
             }
-            throw Failure(socketPath: socketPath, detail: "connection closed before the reply ended")
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure(socketPath: socketPath, detail: "unreadable reply: \(error)")
+        }
+    }
+
+    /// One non-blocking Unix stream socket, each call bounded by the request's deadline.
+    private struct Connection {
+        let descriptor: Int32
+        let socketPath: String
+        let deadline: ContinuousClock.Instant
+        let timeout: Duration
+
+        init(socketPath: String, deadline: ContinuousClock.Instant, timeout: Duration) throws(Failure) {
+            self.socketPath = socketPath
+            self.deadline = deadline
+            self.timeout = timeout
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let path = Array(socketPath.utf8)
+            guard path.count < MemoryLayout.size(ofValue: address.sun_path) else {
+                throw Failure(socketPath: socketPath, detail: "the path is longer than a socket address holds", errno: ENAMETOOLONG)
+            }
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: path) }
+            descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard descriptor >= 0 else { throw Failure(socketPath: socketPath, detail: String(cString: strerror(errno)), errno: errno) }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard connected != 0 else { return }
+            // A Unix socket connects at once, or answers EAGAIN while the listener's backlog is full.
+            let code = errno
+            do throws(Failure) {
+                guard code == EAGAIN || code == EINPROGRESS else {
+                    throw Failure(socketPath: socketPath, detail: String(cString: strerror(code)), errno: code)
+                }
+                try wait(for: Int16(POLLOUT))
+                var error: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &error, &length)
+                if error != 0 { throw Failure(socketPath: socketPath, detail: String(cString: strerror(error)), errno: error) }
+            } catch {
+                Glibc.close(descriptor)
+                throw error
+            }
+        }
+
+        func send(_ bytes: [UInt8]) throws(Failure) {
+            var offset = 0
+            while offset < bytes.count {
+                let sent = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                if sent >= 0 {
+                    offset += sent
+                } else if errno == EAGAIN {
+                    try wait(for: Int16(POLLOUT))
+                } else if errno != EINTR {
+                    throw Failure(socketPath: socketPath, detail: String(cString: strerror(errno)), errno: errno)
+                }
+            }
+        }
+
+        /// What arrived next; empty at the end of the connection.
+        func receive() throws(Failure) -> [UInt8] {
+            var buffer = [UInt8](repeating: 0, count: 16_384)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+                if count >= 0 { return Array(buffer[..<count]) }
+                if errno == EAGAIN {
+                    try wait(for: Int16(POLLIN))
+                } else if errno != EINTR {
+                    throw Failure(socketPath: socketPath, detail: String(cString: strerror(errno)), errno: errno)
+                }
+            }
+        }
+
+        private func wait(for events: Int16) throws(Failure) {
+            while true {
+                let remaining = deadline - .now
+                guard remaining > .zero else { throw Failure(socketPath: socketPath, detail: "no answer within \(timeout)") }
+                var descriptorEvents = pollfd(fd: descriptor, events: events, revents: 0)
+                let milliseconds = Int32(min((remaining / .milliseconds(1)).rounded(.up), Double(Int32.max)))
+                let ready = poll(&descriptorEvents, 1, milliseconds)
+                if ready > 0 { return }
+                if ready < 0 && errno != EINTR {
+                    throw Failure(socketPath: socketPath, detail: String(cString: strerror(errno)), errno: errno)
+                }
+            }
         }
     }
 }

@@ -3,8 +3,9 @@ import FoundationEssentials
 import Glibc
 import HealthCore
 
-struct Alerts: AsyncParsableCommand {
+struct Alerts: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "alerts",
         abstract: "Show the alert log; with --follow, keep printing new alerts across rotation, like tail -F."
     )
 
@@ -30,23 +31,24 @@ struct Alerts: AsyncParsableCommand {
         alertLog ?? ProcessInfo.processInfo.environment["DREAMNET_HEALTHD_ALERT_LOG"] ?? DaemonConfiguration.defaultAlertLogPath
     }
 
-    func run() async throws {
+    func run() throws {
         var follower = LogFollower(path: path)
         guard let initial = follower.readAll() else {
             if !follow {
                 writeError("cannot read \(path): \(String(cString: strerror(errno)))")
                 throw ExitCode(Verdict.unknown.rawValue)
             }
-            return try await keepFollowing(&follower)
+            keepFollowing(&follower)
         }
         for line in initial.suffix(n) { show(line) }
-        if follow { try await keepFollowing(&follower) }
+        if follow { keepFollowing(&follower) }
     }
 
-    private func keepFollowing(_ follower: inout LogFollower) async throws {
+    /// Until interrupted: SIGINT or SIGTERM ends the process.
+    private func keepFollowing(_ follower: inout LogFollower) -> Never {
         while true {
             for line in follower.readNew() { show(line) }
-            try await Task.sleep(for: .milliseconds(200))
+            pause(for: .milliseconds(200))
         }
     }
 

@@ -3,8 +3,9 @@ import FoundationEssentials
 import HealthCore
 import StatusHTTP
 
-struct Events: AsyncParsableCommand {
+struct Events: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "events",
         abstract: "List the daemon's recent transitions, newest first, with where each is on its way to system_events."
     )
 
@@ -23,11 +24,11 @@ struct Events: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    func run() throws {
         let response: StatusClient.Response
         let document: EventsDocument
         do {
-            response = try await StatusClient.get("/events?limit=\(limit)", socketPath: options.path(parent: parent))
+            response = try StatusClient.get("/events?limit=\(limit)", socketPath: options.path(parent: parent))
             document = try JSONDecoder().decode(EventsDocument.self, from: Data(response.body))
         } catch {
             writeError(describe(error))

@@ -6,7 +6,7 @@ import StatusHTTP
 
 /// `dreamnet-healthctl`: asks the daemon (or the database, for `probe`) and answers with the
 /// exit codes monitoring expects: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown.
-struct HealthControl: AsyncParsableCommand {
+struct HealthControl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dreamnet-healthctl",
         abstract: "Query dreamnet-healthd, or probe a PostgreSQL database once.",
@@ -16,6 +16,8 @@ struct HealthControl: AsyncParsableCommand {
             """,
         // scripts/package checks that this is DaemonVersion.current (Sources/HealthDaemon/Version.swift).
         version: "0.1.0",
+        // Each names itself (`commandName`): a name derived from the type costs a reflection
+        // of it at every start.
         subcommands: [Status.self, Probe.self, Wait.self, Events.self, Alerts.self]
     )
 
@@ -87,14 +89,12 @@ enum Verdict: Int32 {
 
 @main
 enum ControlMain {
-    static func main() async {
+    /// Synchronous from start to end: every command is one request or one probe, and starting
+    /// Swift concurrency's threads would cost a call more than its work.
+    static func main() {
         do {
             var command = try HealthControl.parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
+            try command.run()
         } catch {
             let code = HealthControl.exitCode(for: error)
             if code == .success { HealthControl.exit(withError: error) }  // --help, --version
@@ -105,6 +105,17 @@ enum ControlMain {
             writeError(scrubber.scrub(HealthControl.fullMessage(for: error)))
             exit(Verdict.unknown.rawValue)
         }
+    }
+}
+
+/// Sleeps the calling thread (commands are synchronous; see `ControlMain`).
+func pause(for duration: Duration) {
+    guard duration > .zero else { return }
+    let (seconds, attoseconds) = duration.components
+    var remaining = timespec(tv_sec: Int(seconds), tv_nsec: Int(attoseconds / 1_000_000_000))
+    while true {
+        var request = remaining
+        guard nanosleep(&request, &remaining) != 0, errno == EINTR else { return }
     }
 }
 

@@ -3,8 +3,9 @@ import FoundationEssentials
 import HealthCore
 import PostgresProbe
 
-struct Probe: AsyncParsableCommand {
+struct Probe: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "probe",
         abstract: "Probe a database once, with the daemon's engine and deadline; no daemon needed.",
         discussion: "Exit codes: 0 ok, 1 no URL given, 2 probe failed, 3 unusable connection string."
     )
@@ -29,7 +30,7 @@ struct Probe: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    func run() throws {
         let url = databaseURL ?? ProcessInfo.processInfo.environment["DATABASE_URL"]
         guard let url, !url.isEmpty else {
             writeError("not-configured: no --database-url given and DATABASE_URL is not set")
@@ -42,7 +43,9 @@ struct Probe: AsyncParsableCommand {
             writeError(error.description)
             throw ExitCode(Verdict.unknown.rawValue)
         }
-        guard let result = await PostgresProber(target: target, timeout: try HumanDuration.parse(timeout)).probe() else {
+        // On this thread: a command has nothing else to do meanwhile, and starts no other.
+        let prober = PostgresProber(target: target, timeout: try HumanDuration.parse(timeout))
+        guard let result = prober.probeBlocking(cancellation: ProbeCancellation()) else {
             throw ExitCode(Verdict.unknown.rawValue)
         }
         let document = ProbeDocument(target: target.display, result: result)

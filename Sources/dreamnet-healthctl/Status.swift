@@ -3,8 +3,9 @@ import FoundationEssentials
 import HealthCore
 import StatusHTTP
 
-struct Status: AsyncParsableCommand {
+struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show the daemon's view of the database; the exit code is the verdict."
     )
 
@@ -17,12 +18,12 @@ struct Status: AsyncParsableCommand {
     /// Beyond the probe's deadline: the time to record the first verdict and publish it.
     static let firstVerdictSlack = Duration.seconds(1)
 
-    func run() async throws {
+    func run() throws {
         var document: StatusDocument
         var response: StatusClient.Response
         let path = options.path(parent: parent)
         do {
-            response = try await StatusClient.get("/status", socketPath: path)
+            response = try StatusClient.get("/status", socketPath: path)
             document = try decodeStatus(response.body)
             // A daemon that has just started (socket activation starts it for this very
             // request) has its first verdict at most one probe deadline away, or one interval
@@ -31,8 +32,8 @@ struct Status: AsyncParsableCommand {
                 let deadline = ContinuousClock.now + .milliseconds(document.intervalMs) + .milliseconds(document.timeoutMs)
                     + Self.firstVerdictSlack
                 while document.state == HealthState.starting.rawValue, ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(50))
-                    response = try await StatusClient.get("/status", socketPath: path)
+                    pause(for: .milliseconds(50))
+                    response = try StatusClient.get("/status", socketPath: path)
                     document = try decodeStatus(response.body)
                 }
             }

@@ -3,8 +3,9 @@ import FoundationEssentials
 import HealthCore
 import StatusHTTP
 
-struct Wait: AsyncParsableCommand {
+struct Wait: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "wait",
         abstract: "Block until the daemon reports a state (exit 0), or give up at the timeout (exit 3).",
         discussion: "An unreachable daemon is retried until the timeout, so this works right after start-up."
     )
@@ -27,13 +28,13 @@ struct Wait: AsyncParsableCommand {
         }
     }
 
-    func run() async throws {
+    func run() throws {
         let deadline = ContinuousClock.now + (try HumanDuration.parse(timeout))
         var lastProblem = "no answer yet"
         while ContinuousClock.now < deadline {
             let remaining = deadline - .now
             do {
-                let response = try await StatusClient.get("/status", socketPath: options.path(parent: parent), timeout: min(remaining, .seconds(2)))
+                let response = try StatusClient.get("/status", socketPath: options.path(parent: parent), timeout: min(remaining, .seconds(2)))
                 let status = try decodeStatus(response.body)
                 if status.state == state && !status.isStale {
                     print("\(state)")
@@ -47,7 +48,7 @@ struct Wait: AsyncParsableCommand {
             } catch {
                 lastProblem = "\(error)"
             }
-            try await Task.sleep(for: min(.milliseconds(100), max(deadline - .now, .zero)))
+            pause(for: min(.milliseconds(100), max(deadline - .now, .zero)))
         }
         writeError("gave up after \(timeout) waiting for \(state): \(lastProblem)")
         throw ExitCode(Verdict.unknown.rawValue)

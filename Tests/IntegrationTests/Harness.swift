@@ -24,6 +24,18 @@ enum Binaries {
     }
 }
 
+/// `GET uri` with the CLI's blocking client, on a thread of its own: never on the two
+/// cooperative threads the suites share, which a daemon slow to answer would hold.
+func statusRequest(_ uri: String, socketPath: String, timeout: Duration) async throws -> StatusClient.Response {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { () throws(StatusClient.Failure) in
+                try StatusClient.get(uri, socketPath: socketPath, timeout: timeout)
+            })
+        }
+    }
+}
+
 /// A daemon running in the background on its own socket, stopped when the test ends.
 final class RunningDaemon {
     let process: BackgroundProcess
@@ -66,7 +78,7 @@ final class RunningDaemon {
         // 30 s, not the client's 5: the suites share two cooperative threads, which tests block
         // while pg_ctl starts or stops a cluster, and a reply that arrived can wait its turn.
         // How fast the daemon answers is the benchmark's business (scripts/bench).
-        try await StatusClient.get(uri, socketPath: socketPath, timeout: .seconds(30))
+        try await statusRequest(uri, socketPath: socketPath, timeout: .seconds(30))
     }
 
     func status() async throws -> StatusDocument {

@@ -150,7 +150,7 @@ final class NotifyListener: Sendable {
         #expect(waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: path) })
         // The first connection starts the daemon, which answers it on the passed socket.
         // Generous: a debug build starting while the other suites run can be slow.
-        let response = try await StatusClient.get("/health", socketPath: path, timeout: .seconds(30))
+        let response = try await statusRequest("/health", socketPath: path, timeout: .seconds(30))
         #expect(response.status == 200)
         let health = try JSONDecoder().decode(HealthDocument.self, from: Data(response.body))
         #expect(health.service == "dreamnet-healthd")

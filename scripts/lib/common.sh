@@ -14,11 +14,17 @@ DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql cur
 # no Swift toolchain on the machine, and the daemon maps less at run time. They are linked by
 # the toolchain's lld with packed relative relocations (DT_RELR, glibc 2.36): the 52 000
 # relocations of a position-independent Swift binary take 11 KB instead of 1.4 MB, which every
-# start read, and the daemon's resident set is 0.6-0.8 MiB smaller (BENCHMARKS.md).
-RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs)
+# start read, and the daemon's resident set is 0.6-0.8 MiB smaller (BENCHMARKS.md). And they
+# export no dynamic symbols: the toolchain's static-stdlib arguments export every Swift symbol
+# of the binary (12 000 in the CLI), which nothing here looks up at run time; without them the
+# daemon's resident set is another 1.0-1.4 MiB smaller. A crash report then names the build ID
+# and addresses, not functions: symbolise it with the unstripped binary of the same build.
+RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs
+    -Xlinker --no-export-dynamic)
 
 # Strips binaries as the package installs them (and as dh_strip does): the symbol table and
-# debug information go, the dynamic symbols stay. scripts/bench reports the sizes this leaves.
+# debug information go, the dynamic symbols (the libraries' imports, with the flags above) stay.
+# scripts/bench reports the sizes this leaves.
 strip_as_packaged() {
     strip --remove-section=.comment --remove-section=.note --strip-unneeded "$@"
 }
