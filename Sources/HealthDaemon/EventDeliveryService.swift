@@ -58,11 +58,11 @@ final class EventDeliveryService: Service {
                     await wakeup.wait()
                 case .failure(let failure):
                     // Log a failure when it changes, not at every retry.
-                    if failure.description != lastError {
+                    if failure.kind != lastError {
                         logger.error("cannot deliver events to system_events; they stay spooled", metadata: [
                             "error": "\(failure)",
                         ])
-                        lastError = failure.description
+                        lastError = failure.kind
                     }
                     // Jittered: daemons that lost the same database retry spread out, not together.
                     await wakeup.wait(timeout: backoff.jittered(from: 0.5))
@@ -93,6 +93,14 @@ final class EventDeliveryService: Service {
             switch self {
             case .spool(let error): return error.description
             case .database(let error): return error.description
+            }
+        }
+
+        /// What a failure is, without figures that change from one attempt to the next.
+        var kind: String {
+            switch self {
+            case .spool(let error): return error.description
+            case .database(let error): return error.kind
             }
         }
     }

@@ -34,8 +34,17 @@ public final class EventTableWriter: Sendable {
         public var message: String
         /// The attempt was abandoned (shutdown) before it reached a result.
         public var isCancellation = false
+        /// Said while a connection of an earlier attempt still waits on the server ("the
+        /// connection opened 12 s ago is still waiting, ..."); its figure grows at every attempt.
+        public var stillWaiting: String?
         public var description: String {
-            sqlstate.map { "\(message) (SQLSTATE \($0))" } ?? message
+            let text = stillWaiting.map { "\(message); \($0)" } ?? message
+            return sqlstate.map { "\(text) (SQLSTATE \($0))" } ?? text
+        }
+        /// The failure without what changes from one attempt to the next: a log that reports a
+        /// failure when it changes, not at every retry, compares these.
+        public var kind: String {
+            "\(reason.rawValue) \(sqlstate ?? "-") \(message)\(stillWaiting == nil ? "" : "; still waiting")"
         }
     }
 
@@ -123,7 +132,8 @@ public final class EventTableWriter: Sendable {
         case .failure(let stop):
             var failure = failure(stop, doing: "connecting")
             if case .deadline = stop, let note = slot.stillWaitingNote(callStartedAt: clock.start) {
-                failure.message += " (during \(clock.phase.rawValue)); " + note
+                failure.message += " (during \(clock.phase.rawValue))"
+                failure.stillWaiting = note
             }
             return failure
         }

@@ -79,9 +79,12 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info).", valueName: "level"))
     var logLevel: String?
 
-    /// Layers defaults, the config file, DATABASE_URL and the flags.
-    func layers(environment: [String: String]) throws(ConfigurationError) -> ConfigurationLayers {
+    /// Layers defaults, the config file, DATABASE_URL and the flags; with them, the notes of
+    /// credentials systemd could not load, for the log ("credential database-url: absent:
+    /// /etc/dreamnet-healthd/database-url does not exist").
+    func layers(environment: [String: String]) throws(ConfigurationError) -> (layers: ConfigurationLayers, credentialNotes: [String]) {
         var layers = ConfigurationLayers(environment: environment)
+        var credentialNotes: [String] = []
         // systemd writes credentials 0440 with an ACL; libpq would refuse such a file as a
         // passfile, so the daemon reads them itself.
         if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
@@ -93,7 +96,10 @@ struct HealthDaemonCommand: AsyncParsableCommand {
                     // Credential files often end in a newline the secret does not contain.
                     let value = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
                     // The unit's fallback for a missing file (see credentialNote): unset.
-                    if Self.credentialNote(name: name, value: value) != nil { continue }
+                    if let note = Self.credentialNote(name: name, value: value) {
+                        credentialNotes.append("credential \(name): \(note)")
+                        continue
+                    }
                     layers.credentials[name] = value
                 case .failure(let reason):
                     throw ConfigurationError(
@@ -134,7 +140,7 @@ struct HealthDaemonCommand: AsyncParsableCommand {
             }
             try layers.parseFile(text, path: config)
         }
-        return layers
+        return (layers, credentialNotes)
     }
 
     /// A connection-string credential that starts with `#` is a note, not a value: the unit
@@ -145,17 +151,6 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         guard name != "database-password", value.hasPrefix("#") else { return nil }
         let note = value.drop(while: { $0 == "#" || $0 == " " })
         return note.isEmpty ? "absent" : String(note)
-    }
-
-    /// The notes of credentials that systemd could not load, for the log: "credential
-    /// database-url: absent: /etc/dreamnet-healthd/database-url does not exist".
-    static func absentCredentials(environment: [String: String]) -> [String] {
-        guard let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else { return [] }
-        return ConfigurationLayers.credentialNames.compactMap { name in
-            guard case .success(let text) = readTextFile(directory + "/" + name) else { return nil }
-            let value = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
-            return credentialNote(name: name, value: value).map { "credential \(name): \($0)" }
-        }
     }
 
     /// The whole file as UTF-8, or the reason it cannot be read (strerror's words).
@@ -240,9 +235,10 @@ enum Main {
 
         let environment = ProcessInfo.processInfo.environment
         let layers: ConfigurationLayers
+        let credentialNotes: [String]
         let configuration: DaemonConfiguration
         do {
-            layers = try command.layers(environment: environment)
+            (layers, credentialNotes) = try command.layers(environment: environment)
             configuration = try layers.resolve()
         } catch {
             fail("configuration error: \(error)", code: 2)
@@ -261,7 +257,7 @@ enum Main {
             return handler
         }
         let logger = Logger(label: "dreamnet-healthd")
-        for note in HealthDaemonCommand.absentCredentials(environment: environment) {
+        for note in credentialNotes {
             let source = layers.source(of: .databaseURL) ?? "none: not-configured"
             logger.notice("\(note); the database URL comes from \(source)")
         }
@@ -279,7 +275,7 @@ enum Main {
                 reload: {
                     // The same flags, the config file and environment read anew.
                     Result { () throws(ConfigurationError) in
-                        let layers = try command.layers(environment: ProcessInfo.processInfo.environment)
+                        let layers = try command.layers(environment: ProcessInfo.processInfo.environment).layers
                         return LoadedConfiguration(
                             configuration: try layers.resolve(), databaseURLSource: layers.source(of: .databaseURL),
                             eventsURLSource: layers.source(of: .eventsDatabaseURL)
