@@ -75,9 +75,9 @@ final class RunningDaemon {
     var alertLogPath: String { directory.appendingPathComponent("alerts.log").path }
 
     func get(_ uri: String) async throws -> StatusClient.Response {
-        // 30 s, not the client's 5: the suites share two cooperative threads, which tests block
-        // while pg_ctl starts or stops a cluster, and a reply that arrived can wait its turn.
-        // How fast the daemon answers is the benchmark's business (scripts/bench).
+        // 30 s, not the client's 5: a debug-build daemon on a machine the suites keep busy
+        // (clusters starting and stopping) can be slow to answer. How fast the daemon answers
+        // is the benchmark's business (scripts/bench).
         try await statusRequest(uri, socketPath: socketPath, timeout: .seconds(30))
     }
 
