@@ -96,29 +96,30 @@ public enum StatusClient {
                 throw Failure(socketPath: socketPath, detail: "the path is longer than a socket address holds", errno: ENAMETOOLONG)
             }
             withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: path) }
-            descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard descriptor >= 0 else { throw Failure(socketPath: socketPath, detail: String(cString: strerror(errno)), errno: errno) }
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            // A Unix socket connects at once, or waits while the listener's backlog is full. A
+            // non-blocking connect does not go on in the background as a TCP one does (EAGAIN:
+            // nothing happened), so the connect blocks, for at most the time left.
+            let left = max(deadline - .now, .milliseconds(1)).components
+            var limit = timeval(tv_sec: Int(left.seconds), tv_usec: max(Int(left.attoseconds / 1_000_000_000_000), 1))
+            setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            var code: Int32 = 0
+            repeat {
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        Glibc.connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
                 }
-            }
-            guard connected != 0 else { return }
-            // A Unix socket connects at once, or answers EAGAIN while the listener's backlog is full.
-            let code = errno
-            do throws(Failure) {
-                guard code == EAGAIN || code == EINPROGRESS else {
-                    throw Failure(socketPath: socketPath, detail: String(cString: strerror(code)), errno: code)
-                }
-                try wait(for: Int16(POLLOUT))
-                var error: Int32 = 0
-                var length = socklen_t(MemoryLayout<Int32>.size)
-                getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &error, &length)
-                if error != 0 { throw Failure(socketPath: socketPath, detail: String(cString: strerror(error)), errno: error) }
-            } catch {
+                code = connected == 0 ? 0 : errno
+            } while code == EINTR
+            guard code == 0 || code == EISCONN else {
                 Glibc.close(descriptor)
-                throw error
+                let detail = code == EAGAIN ? "no answer within \(timeout) (its backlog is full)" : String(cString: strerror(code))
+                throw Failure(socketPath: socketPath, detail: detail, errno: code)
             }
+            // The exchange itself waits in poll(2), against the same deadline.
+            _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
         }
 
         func send(_ bytes: [UInt8]) throws(Failure) {
@@ -130,7 +131,7 @@ public enum StatusClient {
                 } else if errno == EAGAIN {
                     try wait(for: Int16(POLLOUT))
                 } else if errno != EINTR {
-                    throw Failure(socketPath: socketPath, detail: String(cString: strerror(errno)), errno: errno)
+                    throw Failure(socketPath: socketPath, detail: "sending the request: \(String(cString: strerror(errno)))", errno: errno)
                 }
             }
         }
@@ -144,7 +145,7 @@ public enum StatusClient {
                 if errno == EAGAIN {
                     try wait(for: Int16(POLLIN))
                 } else if errno != EINTR {
-                    throw Failure(socketPath: socketPath, detail: String(cString: strerror(errno)), errno: errno)
+                    throw Failure(socketPath: socketPath, detail: "reading the reply: \(String(cString: strerror(errno)))", errno: errno)
                 }
             }
         }

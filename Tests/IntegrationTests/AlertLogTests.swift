@@ -70,13 +70,8 @@ import TestSupport
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(fast + ["--database-url", cluster.url, "--alert-log", "/proc/no-such-dir/alerts.log"])
-        let status = try #require(try await daemon.waitFor(.healthy))
-        var alertLog = status.alertLog
-        let deadline = ContinuousClock.now + .seconds(5)
-        while alertLog?.error == nil, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
-            alertLog = try await daemon.status().alertLog
-        }
+        _ = try #require(try await daemon.waitFor(.healthy))
+        let alertLog = try await daemon.waitForStatus(timeout: .seconds(5)) { $0.alertLog?.error != nil }?.alertLog
         #expect(alertLog?.error?.contains("/proc/no-such-dir/alerts.log") == true)
         _ = try await daemon.waitForSpool { $0.pending == 0 }
         #expect(try systemEventIDs(cluster).count == 1)
@@ -116,12 +111,7 @@ import TestSupport
         // Room again: the held events are stored (in order) and delivered.
         try FileManager.default.removeItem(atPath: filler)
         try events.start()
-        let deadline = ContinuousClock.now + .seconds(30)
-        var spool = try await daemon.status().spool
-        while ContinuousClock.now < deadline, spool?.pending != 0 || spool?.degraded == true {
-            try await Task.sleep(for: .milliseconds(100))
-            spool = try await daemon.status().spool
-        }
+        let spool = try await daemon.waitForSpool { $0.pending == 0 && !$0.degraded }
         #expect(spool?.degraded == false)
         #expect(spool?.inMemory == 0)
         let recorded = try await daemon.events().map(\.id)

@@ -86,25 +86,26 @@ final class RunningDaemon {
     }
 
     /// Polls `/status` until `condition` holds; returns the document, or `nil` at the timeout.
+    ///
+    /// The timeout counts the requests asked, not the answers read: a request runs at once on
+    /// a thread of its own, but its answer is read only when a cooperative thread is free, and
+    /// while other suites hold both (pg_ctl, initdb) that can be tens of seconds later. An
+    /// answer read after the deadline is then stale, so one more request is asked before
+    /// giving up.
     func waitForStatus(timeout: Duration, _ condition: (StatusDocument) -> Bool) async throws -> StatusDocument? {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
+        while true {
+            let asked = ContinuousClock.now
             let document = try await status()
             if condition(document) { return document }
+            guard asked < deadline else { return nil }
             try await Task.sleep(for: .milliseconds(25))
         }
-        return nil
     }
 
     /// Polls `/status` until the state is `state`; returns the document, or `nil` at the timeout.
     func waitFor(_ state: HealthState, timeout: Duration = .seconds(15)) async throws -> StatusDocument? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let document = try await status()
-            if document.state == state.rawValue { return document }
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        return nil
+        try await waitForStatus(timeout: timeout) { $0.state == state.rawValue }
     }
 
     /// Takes the probed cluster down until the daemon says unhealthy, then up until healthy.
@@ -119,12 +120,7 @@ final class RunningDaemon {
     func waitForSpool(
         timeout: Duration = .seconds(30), _ condition: (StatusDocument.Spool) -> Bool
     ) async throws -> StatusDocument.Spool? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let spool = try await status().spool, condition(spool) { return spool }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        return nil
+        try await waitForStatus(timeout: timeout) { $0.spool.map(condition) ?? false }?.spool
     }
 
     /// Event ids of the alert log's lines, in file order.
