@@ -35,7 +35,7 @@ public enum StatusClient {
     /// `GET uri` on the socket at `socketPath`; connecting, sending and the whole reply within
     /// `timeout`. Blocks the calling thread: call it from a thread that may block.
     public static func get(_ uri: String, socketPath: String, timeout: Duration = .seconds(5)) throws(Failure) -> Response {
-        let connection = try Connection(socketPath: socketPath, deadline: .now + timeout, timeout: timeout)
+        let connection = try Connection(socketPath: socketPath, timeout: timeout)
         defer { Glibc.close(connection.descriptor) }
         let channel = EmbeddedChannel()
         defer { _ = try? channel.finish(acceptAlreadyClosed: true) }
@@ -78,17 +78,18 @@ public enum StatusClient {
         }
     }
 
-    /// One non-blocking Unix stream socket, each call bounded by the request's deadline.
+    /// One Unix stream socket, connected and then non-blocking, every call bounded by one
+    /// deadline: `timeout` from the connection's start.
     private struct Connection {
         let descriptor: Int32
         let socketPath: String
-        let deadline: ContinuousClock.Instant
         let timeout: Duration
+        let deadline: ContinuousClock.Instant
 
-        init(socketPath: String, deadline: ContinuousClock.Instant, timeout: Duration) throws(Failure) {
+        init(socketPath: String, timeout: Duration) throws(Failure) {
             self.socketPath = socketPath
-            self.deadline = deadline
             self.timeout = timeout
+            deadline = .now + timeout
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
             let path = Array(socketPath.utf8)

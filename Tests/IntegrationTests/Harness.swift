@@ -1,5 +1,6 @@
 import Foundation
 import HealthCore
+import PostgresProbe
 import StatusHTTP
 import TestSupport
 
@@ -24,16 +25,15 @@ enum Binaries {
     }
 }
 
-/// `GET uri` with the CLI's blocking client, on a thread of its own: never on the two
-/// cooperative threads the suites share, which a daemon slow to answer would hold.
+/// `GET uri` with the CLI's blocking client, on a thread of its own (the daemon's
+/// `onOwnThread`): never on the two cooperative threads the suites share, which a daemon slow
+/// to answer would hold.
 func statusRequest(_ uri: String, socketPath: String, timeout: Duration) async throws -> StatusClient.Response {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            continuation.resume(with: Result { () throws(StatusClient.Failure) in
-                try StatusClient.get(uri, socketPath: socketPath, timeout: timeout)
-            })
-        }
+    let outcome = await onOwnThread {
+        Result { () throws(StatusClient.Failure) in try StatusClient.get(uri, socketPath: socketPath, timeout: timeout) }
     }
+    guard let outcome else { throw TestSupportError("could not start a thread for the status request") }
+    return try outcome.get()
 }
 
 /// A daemon running in the background on its own socket, stopped when the test ends.
