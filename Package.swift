@@ -30,6 +30,8 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // glibc's malloc.h (malloc_trim), which the Glibc module does not export; part of libc.
+        .systemLibrary(name: "CGlibcMalloc"),
         .systemLibrary(
             name: "CSQLite",
             pkgConfig: "sqlite3",
@@ -47,7 +49,7 @@ let package = Package(
         .target(
             name: "StatusHTTP",
             dependencies: [
-                "HealthCore",
+                "HealthCore", "CGlibcMalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -4,6 +4,12 @@ import NIOHTTP1
 
 /// Answers one HTTP/1.1 connection from the in-memory snapshot. Runs on the event loop and
 /// never waits on anything: a reply is a lock, a copy and an encode.
+///
+/// A reply is written only once the one before it has been taken by the kernel. A client that
+/// pipelines requests and never reads would otherwise have every reply queued in the daemon's
+/// heap (1 000 replies to `/status` are over 1 MiB); this way at most one waits per connection,
+/// the pipelining handler holds the requests already decoded and stops reading, and the rest of
+/// what the client sent stays in the kernel's socket buffer.
 final class StatusHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -15,6 +21,11 @@ final class StatusHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
     private var refused = false
+    /// A reply has been written and the kernel has not taken all of it yet.
+    private var replyInFlight = false
+    /// The request whose reply waits for the one in flight (the pipelining handler passes on
+    /// one request at a time, so there is never more than one).
+    private var waiting: HTTPRequestHead?
 
     init(respond: @escaping @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply) {
         self.respond = respond
@@ -36,9 +47,35 @@ final class StatusHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head, !refused else { return }
             self.head = nil
-            let reply = respond(head.method.rawValue, head.uri)
-            write(reply, for: head, keepAlive: head.isKeepAlive && !Self.stopsParsing(head), context: context)
+            if replyInFlight {
+                waiting = head
+            } else {
+                answer(head, context: context)
+            }
         }
+    }
+
+    private func answer(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let reply = respond(head.method.rawValue, head.uri)
+        write(reply, for: head, keepAlive: head.isKeepAlive && !Self.stopsParsing(head), context: context)
+    }
+
+    /// The reply in flight has reached the socket (or the connection failed). The next one is
+    /// answered from a new event-loop task, not from inside this callback: writes that complete
+    /// at once would otherwise nest one reply inside another for every request pipelined.
+    private func replyWritten(context: ChannelHandlerContext) {
+        replyInFlight = false
+        guard waiting != nil else { return }
+        context.eventLoop.assumeIsolated().execute {
+            guard !self.replyInFlight, let next = self.waiting, context.channel.isActive else { return }
+            self.waiting = nil
+            self.answer(next, context: context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        waiting = nil
+        context.fireChannelInactive()
     }
 
     /// After a CONNECT or a request to upgrade the protocol the decoder reads no further
@@ -78,13 +115,14 @@ final class StatusHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         if request.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: reply.body)))), promise: nil)
         }
+        // Set before the write: a write the kernel takes at once completes inside it.
+        replyInFlight = true
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated()
         if keepAlive {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            written.whenComplete { _ in self.replyWritten(context: context) }
         } else {
             let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-                channel.close(promise: nil)
-            }
+            written.whenComplete { _ in channel.close(promise: nil) }
         }
     }
 }

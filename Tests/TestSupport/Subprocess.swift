@@ -463,9 +463,19 @@ extension Duration {
 
 /// VmRSS from /proc/PID/status, in bytes.
 public func residentBytes(of pid: pid_t) throws -> Int {
+    try statusBytes(of: pid, field: "VmRSS")
+}
+
+/// The anonymous part of a process's resident set (its heap and stacks): what a leak or a
+/// buffer grows, apart from the code pages that file-backed RSS counts.
+public func anonymousBytes(of pid: pid_t) throws -> Int {
+    try statusBytes(of: pid, field: "RssAnon")
+}
+
+private func statusBytes(of pid: pid_t, field: String) throws -> Int {
     let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
           let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
-    else { throw TestSupportError("no VmRSS in /proc/\(pid)/status") }
+    else { throw TestSupportError("no \(field) in /proc/\(pid)/status") }
     return kib << 10
 }

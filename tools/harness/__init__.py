@@ -1,0 +1,1 @@
+"""Benchmark and soak tooling for dreamnet-healthd (standard library only)."""
