@@ -11,11 +11,9 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 from . import pipeflood, report
-from .daemon import Daemon
 from .procmem import MIB
 
 MARKER = "scripts/bench-memory"
@@ -51,23 +49,10 @@ def render(results: list[pipeflood.FloodResult], commit: str, settle: float) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_memory", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--daemon", required=True)
-    parser.add_argument("--healthctl", required=True)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--hold", type=float, default=1.5)
-    parser.add_argument("--settle", type=float, default=10)
+    pipeflood.add_arguments(parser)
     parser.add_argument("--write", metavar="FILE", help="write the report between its markers in FILE")
     options = parser.parse_args(argv)
-    pipeflood.raise_descriptor_limit(max(size for size, _ in SIZES) + 256)
-    results = []
-    for connections, requests in SIZES:
-        with tempfile.TemporaryDirectory(prefix="dreamnet-bench-memory.") as directory:
-            daemon = Daemon(options.daemon, directory)
-            try:
-                results.append(pipeflood.flood(daemon, options.healthctl, connections, requests,
-                                               options.rounds, options.hold, options.settle))
-            finally:
-                daemon.stop()
+    results = [pipeflood.measure(options, connections, requests) for connections, requests in SIZES]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
     text = render(results, commit, options.settle)
     print(text)

@@ -152,26 +152,35 @@ def raise_descriptor_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, needed), hard))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipeflood", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The binaries and the rounds' shape, which every flood takes."""
     parser.add_argument("--daemon", required=True)
     parser.add_argument("--healthctl", required=True)
-    parser.add_argument("--connections", type=int, default=512)
-    parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--hold", type=float, default=1.5)
     parser.add_argument("--settle", type=float, default=10)
+
+
+def measure(options: argparse.Namespace, connections: int, requests: int, daemon_args: list[str] = ()) -> FloodResult:
+    """One flood against a daemon of its own, started in a temporary directory and stopped after."""
+    raise_descriptor_limit(connections + 256)
+    with tempfile.TemporaryDirectory(prefix="dreamnet-pipeflood.") as directory:
+        daemon = Daemon(options.daemon, directory, list(daemon_args))
+        try:
+            return flood(daemon, options.healthctl, connections, requests, options.rounds, options.hold, options.settle)
+        finally:
+            daemon.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipeflood", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    parser.add_argument("--connections", type=int, default=512)
+    parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("daemon_args", nargs="*")
     options = parser.parse_args(argv)
-    raise_descriptor_limit(options.connections + 256)
-    with tempfile.TemporaryDirectory(prefix="dreamnet-pipeflood.") as directory:
-        daemon = Daemon(options.daemon, directory, options.daemon_args)
-        try:
-            result = flood(daemon, options.healthctl, options.connections, options.requests,
-                           options.rounds, options.hold, options.settle)
-        finally:
-            daemon.stop()
+    result = measure(options, options.connections, options.requests, options.daemon_args)
     if options.json:
         print(json.dumps({**asdict(result), "peak_above_idle": result.peak_above_idle,
                           "settled_above_idle": result.settled_above_idle}))
