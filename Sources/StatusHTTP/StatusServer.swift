@@ -136,7 +136,7 @@ public final class StatusServer: Sendable {
             // and reads no reply gets one reply queued (StatusHTTPHandler) and the requests of
             // one read decoded ahead; the pipelining handler then stops reading and the rest
             // waits in the kernel. One read of at most `readBytes`, not NIO's default of up to
-            // four reads of up to 64 KiB, keeps that to a few dozen requests.
+            // four reads of up to 64 KiB, keeps that to about fifteen of the shortest requests.
             .childChannelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: readBytes))
             .childChannelOption(.maxMessagesPerRead, value: 1)
             .childChannelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(sendBufferBytes))
