@@ -92,6 +92,9 @@ public struct ConfigurationLayers: Sendable {
         if let value = value(.timeout) {
             config.timeout = try duration(.timeout, value, minimum: .milliseconds(10), maximum: .seconds(60))
         }
+        if let value = value(.connectTimeout) {
+            config.connectTimeout = try duration(.connectTimeout, value, minimum: .milliseconds(10), maximum: .seconds(60))
+        }
         if let value = value(.fall) { config.fall = try count(.fall, value) }
         if let value = value(.rise) { config.rise = try count(.rise, value) }
         if let value = value(.socket) {

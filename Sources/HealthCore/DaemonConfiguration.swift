@@ -4,7 +4,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// A libpq connection string (URL or key=value). Carries secrets: never print it.
     public var databaseURL: String?
     public var interval: Duration
+    /// The answer budget: `SELECT 1` on an open connection (the web app's one second).
     public var timeout: Duration
+    /// The budget for opening a new connection: name resolution, TCP, TLS and authentication,
+    /// which take about seven round trips over TLS with SCRAM.
+    public var connectTimeout: Duration = .seconds(2)
     public var fall: Int
     public var rise: Int
     public var socketPath: String
@@ -66,10 +70,15 @@ public struct DaemonConfiguration: Sendable, Equatable {
         self.requireDatabase = requireDatabase
     }
 
+    /// The longest a probe can take: a new connection opened just within its budget, then an
+    /// answer just within its own. (A kept session that fails by its deadline is the verdict; one
+    /// that fails at once hands over to a new connection, so session mode is no longer.)
+    public var longestProbe: Duration { connectTimeout + timeout }
+
     /// With these settings a fault is reported within this bound: the fault can land just after a
-    /// probe started, then `fall` probes each up to `timeout` long. Probes start one `interval`
-    /// apart, or back to back when a probe takes longer than the interval.
-    public var detectionBound: Duration { max(interval, timeout) * fall + timeout }
+    /// probe started, then `fall` probes each up to `longestProbe` long. Probes start one
+    /// `interval` apart, or back to back when a probe takes longer than the interval.
+    public var detectionBound: Duration { max(interval, longestProbe) * fall + longestProbe }
 
     /// The bound for a fault only new connections see (a frozen postmaster, max_connections
     /// reached, a pg_hba.conf change) while a kept session still answers: in session mode, the
@@ -79,7 +88,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     }
 
     /// A status snapshot older than this is stale: the probe loop has stopped reporting.
-    public var stalenessBound: Duration { interval * 2 + timeout }
+    public var stalenessBound: Duration { Self.stalenessBound(interval: interval, longestProbe: longestProbe) }
+
+    public static func stalenessBound(interval: Duration, longestProbe: Duration) -> Duration { interval * 2 + longestProbe }
 }
 
 /// The keys of the config file; each has a matching `--flag` with `_` written as `-`.
@@ -87,6 +98,7 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case databaseURL = "database_url"
     case interval
     case timeout
+    case connectTimeout = "connect_timeout"
     case fall
     case rise
     case socket

@@ -15,7 +15,19 @@ public enum FailureClassifier {
             }
         }
         let lowered = message.lowercased()
+        // Before the SQLSTATE-less generic texts: these are configuration, and say so.
         let textual: [(String, FailureReason)] = [
+            ("certificate verify failed", .tlsCertificate),
+            ("does not match host name", .tlsCertificate),
+            ("root certificate file", .tlsCertificate),
+            ("could not read root certificate", .tlsCertificate),
+            ("could not get server's host name from server certificate", .tlsCertificate),
+            ("server certificate for", .tlsCertificate),
+            ("does not support ssl, but ssl was required", .tlsRequired),
+            ("channel binding", .channelBinding),
+            ("scram-sha-256-plus", .channelBinding),
+            ("scram", .auth),
+            ("sasl", .auth),
             ("connection refused", .refused),
             ("no such file or directory", .refused),
             ("could not translate host name", .dns),
@@ -43,12 +55,24 @@ public enum FailureClassifier {
             ("invalid integer value", .invalidTarget),
             ("could not parse network address", .invalidTarget),
             ("invalid value for parameter", .invalidTarget),
-            ("invalid connection option", .invalidTarget),
         ]
         for (needle, reason) in textual where lowered.contains(needle) {
             return reason
         }
         return .other
+    }
+
+    /// Whether a connection was refused for the startup parameters the daemon adds itself
+    /// (`options` with its server timeouts): PgBouncer's FATAL 08P01 "unsupported startup
+    /// parameter: options" (1.18; "…in options: statement_timeout" from 1.20), and the same
+    /// text relayed by Neon's proxy for its pooled hosts under XX000, the code of every proxy
+    /// error. Any other SQLSTATE with that text is some other server's, and not ours to guess at.
+    public static func refusesStartupOptions(sqlstate: String?, message: String) -> Bool {
+        guard sqlstate == nil || sqlstate == "08P01" || sqlstate == "XX000" else { return false }
+        let lowered = message.lowercased()
+        guard let range = lowered.firstRange(of: "unsupported startup parameter") else { return false }
+        let parameter = lowered[range.upperBound...]
+        return parameter.hasPrefix(": options") || parameter.hasPrefix(" in options")
     }
 
     /// The SQLSTATE libpq printed into a verbose connection error, if any.

@@ -19,8 +19,16 @@ public enum FailureReason: String, Sendable, Codable, CaseIterable {
     case timeout
     /// The host name could not be resolved.
     case dns
-    /// Authentication was rejected (SQLSTATE 28P01 or 28000).
+    /// Authentication was rejected (SQLSTATE 28P01 or 28000), or the SCRAM exchange failed.
     case auth
+    /// The server's certificate did not verify (unknown CA, a name that does not match, a
+    /// missing root certificate file): configuration or an impostor, not an outage.
+    case tlsCertificate = "tls-certificate"
+    /// TLS is required (`sslmode=require` or stricter) and the server does not offer it.
+    case tlsRequired = "tls-required"
+    /// `channel_binding=require`, and the server authenticated without it (no SCRAM-SHA-256-PLUS
+    /// offered, as a pooler or a `trust`/`md5` rule does).
+    case channelBinding = "channel-binding"
     /// SQLSTATE 53300.
     case tooManyConnections = "too-many-connections"
     /// SQLSTATE 57P03: the server is starting up or shutting down.
@@ -41,6 +49,18 @@ public enum ProbeConnection: String, Sendable, Codable, CaseIterable {
     case fresh
     /// The connection the daemon keeps open between probes: it tested that the server answers.
     case session
+}
+
+/// How a probe's deadline reaches the server, so that the server itself ends a statement the
+/// daemon gave up on (a backend waiting on a lock does not notice that its client has gone).
+public enum ServerTimeouts: String, Sendable, Codable, CaseIterable {
+    /// `statement_timeout` and `lock_timeout` in the startup packet's `options`.
+    case startupOptions = "startup-options"
+    /// A pooler refused those options: both are set with `SET LOCAL` in the probe's own
+    /// transaction, which a pooler in transaction mode passes on.
+    case setLocal = "set-local"
+    /// `server_timeouts = false`.
+    case off
 }
 
 /// How long one phase of a probe took.
@@ -82,12 +102,16 @@ public struct ProbeResult: Sendable, Equatable {
     public var failure: ProbeFailure?
     /// The connection the verdict came from.
     public var connection: ProbeConnection
+    /// How the deadline was passed to the server; `nil` when no server was involved.
+    public var serverTimeouts: ServerTimeouts?
 
     public var ok: Bool { failure == nil }
 
     public init(
-        startedAt: Date, latency: Duration, phases: [PhaseTiming], failure: ProbeFailure?, connection: ProbeConnection = .fresh
+        startedAt: Date, latency: Duration, phases: [PhaseTiming], failure: ProbeFailure?, connection: ProbeConnection = .fresh,
+        serverTimeouts: ServerTimeouts? = nil
     ) {
+        self.serverTimeouts = serverTimeouts
         self.startedAt = startedAt
         self.latency = latency
         self.phases = phases

@@ -123,10 +123,12 @@ public enum StatusAPI {
             transitions: snapshot.transitionCount,
             intervalMs: snapshot.interval.milliseconds,
             timeoutMs: snapshot.timeout.milliseconds,
+            connectTimeoutMs: snapshot.target == nil ? nil : snapshot.connectTimeout.milliseconds,
+            distance: distance(snapshot),
             fall: snapshot.fall,
             rise: snapshot.rise,
             requireDatabase: snapshot.requireDatabase,
-            staleAfterMs: (snapshot.interval * 2 + snapshot.timeout).milliseconds,
+            staleAfterMs: snapshot.stalenessBound.milliseconds,
             version: snapshot.version,
             pid: snapshot.pid,
             startedAt: Timestamp.format(snapshot.startedAt),
@@ -142,7 +144,18 @@ public enum StatusAPI {
             ),
             alertLog: snapshot.alertLogPath.map { StatusDocument.AlertLogStatus(path: $0, error: snapshot.alertLogError) },
             probeConnection: snapshot.target == nil ? nil : snapshot.probeConnection.rawValue,
-            freshEveryMs: snapshot.target == nil || snapshot.probeConnection == .fresh ? nil : snapshot.freshEvery.milliseconds
+            freshEveryMs: snapshot.target == nil || snapshot.probeConnection == .fresh ? nil : snapshot.freshEvery.milliseconds,
+            serverTimeouts: snapshot.target == nil ? nil : snapshot.serverTimeouts?.rawValue
+        )
+    }
+
+    static func distance(_ snapshot: StatusSnapshot) -> StatusDocument.Distance? {
+        let meter = snapshot.distance
+        guard snapshot.target != nil, meter.roundTrip != nil || meter.lastConnect != nil else { return nil }
+        return StatusDocument.Distance(
+            roundTripMs: meter.roundTrip.map(roundedMilliseconds), answerMs: meter.lastAnswer.map(roundedMilliseconds),
+            answerHeadroomMs: meter.answerHeadroom.map(roundedMilliseconds), connectMs: meter.lastConnect.map(roundedMilliseconds),
+            connectHeadroomMs: meter.connectHeadroom.map(roundedMilliseconds), connectNearBudget: meter.connectNearBudget
         )
     }
 

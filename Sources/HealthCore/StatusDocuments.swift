@@ -42,7 +42,12 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var consecutiveSuccesses: Int
     public var transitions: Int
     public var intervalMs: Int64
+    /// The answer budget.
     public var timeoutMs: Int64
+    /// The budget for opening a new connection.
+    public var connectTimeoutMs: Int64?
+    /// How far away the database is, and what the budgets leave over; `nil` before a probe succeeded.
+    public var distance: Distance?
     public var fall: Int
     public var rise: Int
     public var requireDatabase: Bool
@@ -58,6 +63,27 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     public var probeConnection: String?
     /// Session mode: a fresh connection is opened at least this often.
     public var freshEveryMs: Int64?
+    /// `startup-options`, `set-local` (a pooler refused the startup options) or `off`: how a
+    /// probe's deadline reaches the server.
+    public var serverTimeouts: String?
+
+    /// Measured from the probes: the round trip is the shortest recent `SELECT 1`, a new
+    /// connection's time its phases before the query.
+    public struct Distance: Codable, Sendable, Equatable {
+        public var roundTripMs: Double?
+        public var answerMs: Double?
+        public var answerHeadroomMs: Double?
+        public var connectMs: Double?
+        public var connectHeadroomMs: Double?
+        /// Whether the latest new connection took most of its budget (a warning was logged).
+        public var connectNearBudget: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case roundTripMs = "round_trip_ms", answerMs = "answer_ms", answerHeadroomMs = "answer_headroom_ms"
+            case connectMs = "connect_ms", connectHeadroomMs = "connect_headroom_ms"
+            case connectNearBudget = "connect_near_budget"
+        }
+    }
 
     public struct AlertLogStatus: Codable, Sendable, Equatable {
         public var path: String
@@ -90,12 +116,15 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         case consecutiveSuccesses = "consecutive_successes"
         case intervalMs = "interval_ms"
         case timeoutMs = "timeout_ms"
+        case connectTimeoutMs = "connect_timeout_ms"
+        case distance
         case requireDatabase = "require_database"
         case staleAfterMs = "stale_after_ms"
         case startedAt = "started_at"
         case uptimeS = "uptime_s"
         case probeConnection = "probe_connection"
         case freshEveryMs = "fresh_every_ms"
+        case serverTimeouts = "server_timeouts"
     }
 
     /// True when the probe loop has not reported within the staleness bound: what was last

@@ -49,11 +49,17 @@ public struct StatusSnapshot: Sendable {
     public var recentTransitions: [Transition]
     public var interval: Duration
     public var timeout: Duration
+    public var connectTimeout: Duration
+    /// The round trip and the budgets' headroom, from the probes.
+    public var distance: DistanceMeter
     public var fall: Int
     public var rise: Int
     public var requireDatabase: Bool
     public var probeConnection: ProbeConnection
     public var freshEvery: Duration
+    /// How the latest probe passed its deadline to the server; `set-local` once a pooler
+    /// refused the startup options.
+    public var serverTimeouts: ServerTimeouts?
     public var version: String
     public var pid: Int32
     public var startedAt: Date
@@ -80,11 +86,14 @@ public struct StatusSnapshot: Sendable {
         recentTransitions = []
         interval = configuration.interval
         timeout = configuration.timeout
+        connectTimeout = configuration.connectTimeout
+        distance = DistanceMeter(budgets: .init(answer: configuration.timeout, connect: configuration.connectTimeout))
         fall = configuration.fall
         rise = configuration.rise
         requireDatabase = configuration.requireDatabase
         probeConnection = configuration.probeConnection
         freshEvery = configuration.freshEvery
+        serverTimeouts = configuration.serverTimeouts ? nil : .off
         self.version = version
         self.pid = pid
         self.startedAt = startedAt
@@ -98,6 +107,11 @@ public struct StatusSnapshot: Sendable {
         consecutiveFailures = machine.consecutiveFailures
         consecutiveSuccesses = machine.consecutiveSuccesses
         transitionCount = machine.transitionCount
+    }
+
+    /// Past this age the snapshot is stale: two intervals and the longest probe.
+    public var stalenessBound: Duration {
+        DaemonConfiguration.stalenessBound(interval: interval, longestProbe: connectTimeout + timeout)
     }
 
     /// Keeps the newest `limit` transitions.

@@ -204,7 +204,7 @@ extension PostgresProber {
     init(target: ConnectionTarget, configuration: DaemonConfiguration) {
         self.init(target: target, timeout: configuration.timeout, policy: ProbePolicy(
             mode: configuration.probeConnection, freshEvery: configuration.freshEvery,
-            serverTimeouts: configuration.serverTimeouts
+            serverTimeouts: configuration.serverTimeouts, connectTimeout: configuration.connectTimeout
         ))
     }
 }

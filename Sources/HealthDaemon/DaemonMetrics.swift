@@ -14,6 +14,10 @@ public final class DaemonMetrics: Sendable {
     private let spoolDropped: Metrics.Gauge
     private let spoolDegraded: Metrics.Gauge
     private let states: [HealthState: Metrics.Gauge]
+    private let roundTrip: Metrics.Gauge
+    private let connectTime: Metrics.Gauge
+    private let connectBudget: Metrics.Gauge
+    private let answerBudget: Metrics.Gauge
 
     /// Bootstraps swift-metrics with a Prometheus registry: call once per process.
     public static func bootstrap() -> DaemonMetrics {
@@ -39,6 +43,12 @@ public final class DaemonMetrics: Sendable {
         spoolPending = Metrics.Gauge(label: "dreamnet_healthd_spool_pending_events")
         spoolDropped = Metrics.Gauge(label: "dreamnet_healthd_spool_dropped_events")
         spoolDegraded = Metrics.Gauge(label: "dreamnet_healthd_spool_degraded")
+        // Distance: the shortest recent SELECT 1, the latest new connection's set-up, and the
+        // budgets they are held to (headroom is budget minus time).
+        roundTrip = Metrics.Gauge(label: "dreamnet_healthd_round_trip_seconds")
+        connectTime = Metrics.Gauge(label: "dreamnet_healthd_connect_seconds")
+        connectBudget = Metrics.Gauge(label: "dreamnet_healthd_connect_budget_seconds")
+        answerBudget = Metrics.Gauge(label: "dreamnet_healthd_answer_budget_seconds")
         var states: [HealthState: Metrics.Gauge] = [:]
         for state in HealthState.allCases {
             states[state] = Metrics.Gauge(label: "dreamnet_healthd_state", dimensions: [("state", state.rawValue)])
@@ -72,6 +82,10 @@ public final class DaemonMetrics: Sendable {
         spoolPending.record(snapshot.spool.pending)
         spoolDropped.record(snapshot.spool.dropped)
         spoolDegraded.record(snapshot.spool.degradedReason == nil ? 0 : 1)
+        connectBudget.record(snapshot.connectTimeout.seconds)
+        answerBudget.record(snapshot.timeout.seconds)
+        if let measured = snapshot.distance.roundTrip { roundTrip.record(measured.seconds) }
+        if let measured = snapshot.distance.lastConnect { connectTime.record(measured.seconds) }
     }
 
     /// The Prometheus text exposition.

@@ -37,6 +37,8 @@ final class ProbeService: Service {
     /// The last STATUS= line sent.
     private let lastStatus = MutexBox<(text: String, sentAt: ContinuousClock.Instant)>(("", .now))
     private let metrics: DaemonMetrics?
+    /// The refusal of the startup options was logged for the current prober.
+    private let saidStartupOptionsRefused = MutexBox(false)
     /// Set once READY=1 has been sent: a reload before that must not send READY=1 early.
     let hasReported = MutexBox(false)
     /// Start the schedule at a random offset within one interval (see `DaemonConfiguration.splay`).
@@ -74,13 +76,18 @@ final class ProbeService: Service {
         store.update { snapshot in
             snapshot.interval = configuration.interval
             snapshot.timeout = configuration.timeout
+            snapshot.connectTimeout = configuration.connectTimeout
+            snapshot.distance = DistanceMeter(budgets: .init(answer: configuration.timeout, connect: configuration.connectTimeout))
             snapshot.fall = configuration.fall
             snapshot.rise = configuration.rise
             snapshot.requireDatabase = configuration.requireDatabase
             snapshot.probeConnection = configuration.probeConnection
             snapshot.freshEvery = configuration.freshEvery
             snapshot.target = prober?.target.display
+            // The new prober tries the startup options again.
+            snapshot.serverTimeouts = configuration.serverTimeouts ? nil : .off
         }
+        saidStartupOptionsRefused.withLock { $0 = false }
         reloaded.signal()
         reloadedOnThread.set()
     }
@@ -388,11 +395,14 @@ final class ProbeService: Service {
 
     private func publish(probe: ProbeResult?, transition: Transition?) {
         let machineCopy = machine.withLock { $0 }
+        var distanceNotice: DistanceMeter.Notice?
         store.update { snapshot in
             snapshot.update(from: machineCopy)
             if let probe {
                 snapshot.lastProbe = probe
                 snapshot.lastProbeFinished = .now
+                if let serverTimeouts = probe.serverTimeouts { snapshot.serverTimeouts = serverTimeouts }
+                distanceNotice = snapshot.distance.record(probe)
             }
             if let transition { snapshot.append(transition, limit: transitionHistoryLimit) }
         }
@@ -403,6 +413,23 @@ final class ProbeService: Service {
             ])
         }
         if let transition { log(transition) }
+        switch distanceNotice {
+        case .connectNearBudget(let took, let budget)?:
+            logger.warning(
+                "a new connection took \(took.milliseconds) ms of its \(budget.milliseconds) ms budget: a slower moment of the network would make it a timeout; raise connect_timeout for a database this far away",
+                metadata: ["connect_ms": "\(took.milliseconds)", "connect_timeout_ms": "\(budget.milliseconds)"]
+            )
+        case .connectWithinBudget(let took, let budget)?:
+            logger.notice("new connections are well within their budget again: \(took.milliseconds) of \(budget.milliseconds) ms")
+        case nil:
+            break
+        }
+        if probe?.serverTimeouts == .setLocal, saidStartupOptionsRefused.withLock({ said in defer { said = true }; return !said }) {
+            logger.warning(
+                "the server refused the daemon's startup options (a pooler in front, such as PgBouncer): connecting without them until the next reload, with statement_timeout and lock_timeout set per probe by SET LOCAL",
+                metadata: ["server_timeouts": "set-local"]
+            )
+        }
         metrics?.record(probe: probe, transition: transition, snapshot: store.read())
     }
 

@@ -102,6 +102,7 @@ final class ReloadService: Service {
         if old.effectiveEventsDatabaseURL != new.effectiveEventsDatabaseURL { changes.append("events database") }
         if old.interval != new.interval { changes.append("interval \(HumanDuration.format(new.interval))") }
         if old.timeout != new.timeout { changes.append("timeout \(HumanDuration.format(new.timeout))") }
+        if old.connectTimeout != new.connectTimeout { changes.append("connect_timeout \(HumanDuration.format(new.connectTimeout))") }
         if old.fall != new.fall || old.rise != new.rise { changes.append("fall \(new.fall), rise \(new.rise)") }
         if old.requireDatabase != new.requireDatabase { changes.append("require_database \(new.requireDatabase)") }
         if old.flapThreshold != new.flapThreshold || old.flapWindow != new.flapWindow { changes.append("flap detection") }

@@ -17,6 +17,10 @@ final class ConnectionSlot {
 
     private var held: Held?
 
+    /// The server (a pooler) refused the startup options that carry the server timeouts: new
+    /// connections go without them until the slot is replaced (a reload, a restart).
+    private(set) var startupOptionsRefused = false
+
     /// An unfinished connection is given up on after this long, whatever it waits for, so that
     /// a path that went dead without a reset (and without keepalives to notice) cannot hold the
     /// verdict at "timeout" for ever. Long enough that a lock held for minutes costs the server
@@ -99,6 +103,29 @@ final class ConnectionSlot {
                 }
             }
         }
+        let opened = open(
+            target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation,
+            serverTimeout: startupOptionsRefused ? nil : serverTimeout
+        )
+        guard serverTimeout != nil, !startupOptionsRefused, case .failure(.failed(_, let sqlstate, let message)) = opened,
+              FailureClassifier.refusesStartupOptions(sqlstate: sqlstate, message: message)
+        else { return opened }
+        // A pooler in front (PgBouncer, a serverless proxy's pooled endpoint) that refuses the
+        // daemon's own startup options: that says nothing about the database. Again at once,
+        // in the time left, without them; and without them from now on.
+        startupOptionsRefused = true
+        return open(
+            target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation,
+            serverTimeout: nil
+        )
+    }
+
+    /// A new connection, connected; one that runs out of time while the server holds it is
+    /// kept as the unfinished one.
+    private func open(
+        _ target: ConnectionTarget, clock: inout PhaseClock, resolver: HostResolver,
+        environment: [String: String], cancellation: ProbeCancellation, serverTimeout: Duration?
+    ) -> Result<PGSession, PGSession.Stop> {
         let session: PGSession
         switch PGSession.start(
             target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation,

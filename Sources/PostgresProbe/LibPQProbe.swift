@@ -24,22 +24,54 @@ enum LibPQProbe {
         _ target: ConnectionTarget, timeout: Duration, policy: ProbePolicy, slot: ConnectionSlot,
         resolver: HostResolver, environment: [String: String], cancellation: ProbeCancellation
     ) -> ProbeResult? {
+        var result = probe(
+            target, timeout: timeout, policy: policy, slot: slot, resolver: resolver, environment: environment,
+            cancellation: cancellation
+        )
+        result?.serverTimeouts = serverTimeouts(policy, slot)
+        return result
+    }
+
+    private static func serverTimeouts(_ policy: ProbePolicy, _ slot: ConnectionSlot) -> ServerTimeouts {
+        guard policy.serverTimeouts else { return .off }
+        return slot.startupOptionsRefused ? .setLocal : .startupOptions
+    }
+
+    /// The probe's statement: `SELECT 1`, after the server timeouts where the startup options
+    /// could not carry them. One simple query is one implicit transaction, which a pooler in
+    /// transaction mode runs on one server connection, so `SET LOCAL` applies to the `SELECT`
+    /// and ends with it, leaving nothing behind for the pooler's next client.
+    static func statement(timeout: Duration, serverTimeouts: ServerTimeouts) -> String {
+        guard serverTimeouts == .setLocal else { return "SELECT 1" }
+        let milliseconds = max(1, timeout.milliseconds)
+        return "SET LOCAL statement_timeout = \(milliseconds); SET LOCAL lock_timeout = \(milliseconds); SELECT 1"
+    }
+
+    private static func probe(
+        _ target: ConnectionTarget, timeout: Duration, policy: ProbePolicy, slot: ConnectionSlot,
+        resolver: HostResolver, environment: [String: String], cancellation: ProbeCancellation
+    ) -> ProbeResult? {
         let serverTimeout = policy.serverTimeouts ? timeout : nil
         // The kept session, while it is younger than `freshEvery`.
         if policy.mode == .session, let kept = slot.takeKept(youngerThan: policy.freshEvery) {
             let clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .session, phase: .query)
             kept.session.cancellation = cancellation
-            switch kept.session.executeScript("SELECT 1", until: clock.deadline) {
+            let sql = statement(timeout: timeout, serverTimeouts: serverTimeouts(policy, slot))
+            switch kept.session.executeScript(sql, until: clock.deadline) {
             case .success(let rows) where rows.values == [["1"]]:
                 slot.keep(kept.session, openedAt: kept.openedAt)
                 return clock.succeeded()
             case .failure(.cancelled):
                 return nil
+            case .failure(.deadline):
+                // No answer within the answer budget: that is the verdict, as it was the web
+                // app's. The session is closed as this block ends (the server ends the statement
+                // itself: statement_timeout); the next probe opens a new one.
+                return clock.timedOut()
             default:
-                // Gone (57P01, an idle timeout, a restart) or stuck: whatever it was, a fresh
-                // connection decides the verdict, now. The kept one is closed as this block
-                // ends, before the fresh one opens, so the probe never holds two; the server
-                // ends a stuck statement itself (statement_timeout).
+                // Gone (57P01, an idle timeout, a restart): a new connection decides the
+                // verdict, now. The kept one is closed as this block ends, before the new one
+                // opens, so the probe never holds two.
                 break
             }
         } else {
@@ -47,7 +79,9 @@ enum LibPQProbe {
             slot.closeKept()
         }
 
-        var clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .fresh)
+        var clock = PhaseClock(
+            startedAt: Date(), start: .now, timeout: timeout, connectTimeout: policy.connectTimeout, connection: .fresh
+        )
         let session: PGSession
         switch slot.connection(
             target, clock: &clock, resolver: resolver, environment: environment, cancellation: cancellation,
@@ -58,11 +92,11 @@ enum LibPQProbe {
             return clock.timedOut(note: slot.stillWaitingNote(callStartedAt: clock.start))
         case .failure(let stop): return clock.stopped(stop)
         }
-        clock.enter(.query)
+        clock.beginAnswer()
         // The simple protocol: with the extended one, a session's first `SELECT 1` waits on a
         // lock on pg_namespace (VACUUM FULL pg_namespace, say), and every probe would leave one
         // more stuck backend behind it until the lock goes; with the simple protocol it does not.
-        switch session.executeScript("SELECT 1", until: clock.deadline) {
+        switch session.executeScript(statement(timeout: timeout, serverTimeouts: serverTimeouts(policy, slot)), until: clock.deadline) {
         case .failure(.deadline):
             slot.holdUnfinished(session, since: clock.start)
             return clock.timedOut()
@@ -158,12 +192,17 @@ enum LibPQProbe {
     }
 }
 
-/// The probe's clock: one start, one deadline, and the time spent in each phase.
+/// The probe's clock: one start, a budget for opening the connection and one for the answer,
+/// each a hard deadline, and the time spent in each phase.
 struct PhaseClock {
     let startedAt: Date
     let start: ContinuousClock.Instant
+    /// The answer budget: `SELECT 1` on an open connection.
     let timeout: Duration
-    let deadline: ContinuousClock.Instant
+    /// The budget for opening a connection, up to the query.
+    let connectTimeout: Duration
+    /// The current step's deadline: the connection's, then (`beginAnswer`) the answer's.
+    private(set) var deadline: ContinuousClock.Instant
     /// The kind of connection the verdict comes from.
     let connection: ProbeConnection
     private(set) var phase: ProbePhase = .resolve
@@ -171,17 +210,25 @@ struct PhaseClock {
     private var timings: [PhaseTiming] = []
 
     /// A probe on a kept session starts at `.query`: it has nothing to resolve or connect.
+    /// `connectTimeout`: `timeout` unless given (the event writer has one budget for both).
     init(
-        startedAt: Date, start: ContinuousClock.Instant, timeout: Duration, connection: ProbeConnection = .fresh,
-        phase: ProbePhase = .resolve
+        startedAt: Date, start: ContinuousClock.Instant, timeout: Duration, connectTimeout: Duration? = nil,
+        connection: ProbeConnection = .fresh, phase: ProbePhase = .resolve
     ) {
         self.startedAt = startedAt
         self.start = start
         self.timeout = timeout
-        self.deadline = start + timeout
+        self.connectTimeout = connectTimeout ?? timeout
+        self.deadline = start + (phase == .query ? timeout : connectTimeout ?? timeout)
         self.phaseStart = start
         self.connection = connection
         self.phase = phase
+    }
+
+    /// The connection is open: the answer has its own budget, from now.
+    mutating func beginAnswer() {
+        enter(.query)
+        deadline = phaseStart + timeout
     }
 
     mutating func enter(_ next: ProbePhase) {
@@ -194,7 +241,10 @@ struct PhaseClock {
 
     /// `note`: what else the timeout is about (an earlier connection still waiting).
     func timedOut(note: String? = nil) -> ProbeResult {
-        failed(.timeout, message: "no answer within \(timeout.milliseconds) ms (during \(phase.rawValue))" + (note.map { "; " + $0 } ?? ""))
+        let what = phase == .query
+            ? "no answer within \(timeout.milliseconds) ms"
+            : "no connection within \(connectTimeout.milliseconds) ms (during \(phase.rawValue))"
+        return failed(.timeout, message: what + (note.map { "; " + $0 } ?? ""))
     }
 
     func failed(_ reason: FailureReason, sqlstate: String? = nil, message: String) -> ProbeResult {

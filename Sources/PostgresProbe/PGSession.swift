@@ -100,7 +100,8 @@ final class PGSession: @unchecked Sendable {
     func connect(clock: inout PhaseClock) -> Stop? {
         while true {
             let status = PQstatus(connection)
-            if status != CONNECTION_BAD { clock.enter(Self.phase(of: status)) }
+            // Forward only: libpq passes through CONNECTION_MADE again between TLS and startup.
+            if status != CONNECTION_BAD, Self.phase(of: status) > clock.phase { clock.enter(Self.phase(of: status)) }
             let events: Int32
             switch polling {
             case PGRES_POLLING_OK:
@@ -234,12 +235,7 @@ final class PGSession: @unchecked Sendable {
     private func connectionFailure() -> Stop {
         let raw = String(cString: PQerrorMessage(connection))
         let sqlstate = FailureClassifier.sqlstate(inConnectionError: raw)
-        var message = scrubber.scrub(FailureClassifier.tidy(raw))
-        // PgBouncer refuses startup options it does not track ("unsupported startup parameter
-        // in options: statement_timeout", or "…: options" before 1.20).
-        if message.contains("unsupported startup parameter"), message.contains("options") || message.contains("_timeout") {
-            message += " (the daemon sends statement_timeout and lock_timeout in options: set server_timeouts = false behind this pooler)"
-        }
+        let message = scrubber.scrub(FailureClassifier.tidy(raw))
         return .failed(FailureClassifier.reason(sqlstate: sqlstate, message: message), sqlstate: sqlstate, message: message)
     }
 

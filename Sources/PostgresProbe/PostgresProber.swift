@@ -10,11 +10,17 @@ public struct ProbePolicy: Sendable, Equatable {
     public var freshEvery: Duration
     /// Pass the deadline to the server as `statement_timeout` and `lock_timeout`.
     public var serverTimeouts: Bool
+    /// The budget for opening a new connection; the prober's `timeout` is the answer's.
+    public var connectTimeout: Duration
 
-    public init(mode: ProbeConnection = .fresh, freshEvery: Duration = .seconds(30), serverTimeouts: Bool = true) {
+    public init(
+        mode: ProbeConnection = .fresh, freshEvery: Duration = .seconds(30), serverTimeouts: Bool = true,
+        connectTimeout: Duration = .seconds(2)
+    ) {
         self.mode = mode
         self.freshEvery = freshEvery
         self.serverTimeouts = serverTimeouts
+        self.connectTimeout = connectTimeout
     }
 }
 

@@ -13,20 +13,25 @@ struct Probe: ParsableCommand {
     @Option(name: .customLong("database-url"), help: ArgumentHelp("libpq URL or key=value string (default $DATABASE_URL).", valueName: "url"))
     var databaseURL: String?
 
-    @Option(help: ArgumentHelp("Hard deadline for the whole probe.", valueName: "duration"))
+    @Option(help: ArgumentHelp("Hard deadline for the answer to SELECT 1 once connected.", valueName: "duration"))
     var timeout = "1s"
+
+    @Option(name: .customLong("connect-timeout"), help: ArgumentHelp("Hard deadline for opening the connection: DNS, TCP, TLS and authentication.", valueName: "duration"))
+    var connectTimeout = "2s"
 
     @Flag(help: "Print the result as JSON.")
     var json = false
 
     func validate() throws {
-        do {
-            let deadline = try HumanDuration.parse(timeout)
-            guard deadline >= .milliseconds(10), deadline <= .seconds(60) else {
-                throw ValidationError("--timeout must be between 10ms and 60s")
+        for (flag, text) in [("--timeout", timeout), ("--connect-timeout", connectTimeout)] {
+            do {
+                let deadline = try HumanDuration.parse(text)
+                guard deadline >= .milliseconds(10), deadline <= .seconds(60) else {
+                    throw ValidationError("\(flag) must be between 10ms and 60s")
+                }
+            } catch let error as HumanDuration.ParseError {
+                throw ValidationError("\(flag): \(error)")
             }
-        } catch let error as HumanDuration.ParseError {
-            throw ValidationError("--timeout: \(error)")
         }
     }
 
@@ -44,7 +49,10 @@ struct Probe: ParsableCommand {
             throw ExitCode(Verdict.unknown.rawValue)
         }
         // On this thread: a command has nothing else to do meanwhile, and starts no other.
-        let prober = PostgresProber(target: target, timeout: try HumanDuration.parse(timeout))
+        let prober = PostgresProber(
+            target: target, timeout: try HumanDuration.parse(timeout),
+            policy: ProbePolicy(connectTimeout: try HumanDuration.parse(connectTimeout))
+        )
         guard let result = prober.probeBlocking(cancellation: ProbeCancellation()) else {
             throw ExitCode(Verdict.unknown.rawValue)
         }

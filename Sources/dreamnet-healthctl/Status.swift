@@ -82,7 +82,22 @@ struct Status: ParsableCommand {
         if let alertLog = status.alertLog {
             lines.append(("alert log", alertLog.error.map { "\(alertLog.path): \($0)" } ?? alertLog.path))
         }
-        lines.append(("probing", "every \(status.intervalMs) ms, deadline \(status.timeoutMs) ms"))
+        var probing = "every \(status.intervalMs) ms, answer within \(status.timeoutMs) ms"
+        if let connect = status.connectTimeoutMs { probing += ", new connection within \(connect) ms" }
+        if let serverTimeouts = status.serverTimeouts { probing += ", server timeouts \(serverTimeouts)" }
+        lines.append(("probing", probing))
+        if let distance = status.distance {
+            var parts: [String] = []
+            if let roundTrip = distance.roundTripMs { parts.append("round trip \(FixedPoint.format(roundTrip, places: 1)) ms") }
+            if let connect = distance.connectMs, let left = distance.connectHeadroomMs {
+                parts.append("new connection \(FixedPoint.format(connect, places: 1)) ms (\(FixedPoint.format(left, places: 0)) ms to spare)"
+                    + (distance.connectNearBudget ? " NEAR ITS BUDGET" : ""))
+            }
+            if let answer = distance.answerMs, let left = distance.answerHeadroomMs {
+                parts.append("answer \(FixedPoint.format(answer, places: 1)) ms (\(FixedPoint.format(left, places: 0)) ms to spare)")
+            }
+            lines.append(("distance", parts.joined(separator: "; ")))
+        }
         lines.append(("daemon", "pid \(status.pid), version \(status.version), up \(FixedPoint.format(status.uptimeS, places: 0)) s"))
         let width = lines.map(\.0.count).max() ?? 0
         return lines.map { key, value in

@@ -67,6 +67,9 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(name: .customLong("probe-connection"), help: ArgumentHelp("session: routine probes on a kept connection, a fresh one at least every --fresh-every; fresh: a new connection every probe (default session).", valueName: "mode"))
     var probeConnection: String?
 
+    @Option(name: .customLong("connect-timeout"), help: ArgumentHelp("Hard deadline for opening a new connection: DNS, TCP, TLS and authentication (default 2s).", valueName: "duration"))
+    var connectTimeout: String?
+
     @Option(name: .customLong("fresh-every"), help: ArgumentHelp("Session mode: open a fresh connection at least this often (default 30s).", valueName: "duration"))
     var freshEvery: String?
 
@@ -127,6 +130,7 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         layers.setFlag(.flapWindow, flapWindow)
         layers.setFlag(.probeConnection, probeConnection)
         layers.setFlag(.freshEvery, freshEvery)
+        layers.setFlag(.connectTimeout, connectTimeout)
         layers.setFlag(.splay, splay.map { $0 ? "true" : "false" })
         layers.setFlag(.serverTimeouts, serverTimeouts.map { $0 ? "true" : "false" })
         if let config {

@@ -108,13 +108,18 @@ import Testing
 
     @Test func boundsFollowFromTheSettings() {
         var config = DaemonConfiguration.defaults
-        #expect(config.detectionBound == .seconds(5))
-        #expect(config.stalenessBound == .seconds(5))
+        // The longest probe is a new connection just within 2 s, then an answer just within 1 s.
+        #expect(config.longestProbe == .seconds(3))
+        #expect(config.detectionBound == .seconds(9))
+        #expect(config.stalenessBound == .seconds(7))
         // Session mode by default: a fault only new connections see waits for the next fresh one.
         #expect(config.probeConnection == .session)
-        #expect(config.newConnectionDetectionBound == .seconds(35))
+        #expect(config.newConnectionDetectionBound == .seconds(39))
         config.probeConnection = .fresh
-        #expect(config.newConnectionDetectionBound == .seconds(5))
+        #expect(config.newConnectionDetectionBound == .seconds(9))
+        // With the budgets of a database on loopback, the bound of before.
+        config.connectTimeout = .zero
+        #expect(config.detectionBound == .seconds(5))
     }
 
     @Test func probeConnectionSettings() throws {
@@ -189,8 +194,9 @@ import Testing
         var config = DaemonConfiguration.defaults
         config.interval = .milliseconds(500)
         config.timeout = .seconds(2)
+        config.connectTimeout = .seconds(1)
         config.fall = 2
-        #expect(config.detectionBound == .seconds(6))
+        #expect(config.detectionBound == .seconds(9))
     }
 }
 

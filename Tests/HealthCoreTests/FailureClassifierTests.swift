@@ -29,4 +29,34 @@ import Testing
         #expect(FailureClassifier.reason(sqlstate: nil, message: "server closed the connection unexpectedly") == .network)
         #expect(FailureClassifier.reason(sqlstate: nil, message: "something new") == .other)
     }
+
+    @Test(arguments: [
+        ("connection to server at \"127.0.0.1\", port 5432 failed: SSL error: certificate verify failed", FailureReason.tlsCertificate),
+        ("server certificate for \"db.example.com\" does not match host name \"127.0.0.1\"", .tlsCertificate),
+        ("root certificate file \"/x/root.crt\" does not exist Either provide the file or change sslmode", .tlsCertificate),
+        ("server does not support SSL, but SSL was required", .tlsRequired),
+        ("channel binding required, but server authenticated client without channel binding", .channelBinding),
+        ("channel binding is required, but server did not offer an authentication method that supports channel binding", .channelBinding),
+        ("invalid SCRAM response (nonce mismatch)", .auth),
+    ])
+    func tlsAndAuthenticationConfigurationHaveReasonsOfTheirOwn(message: String, reason: FailureReason) {
+        #expect(FailureClassifier.reason(sqlstate: nil, message: message) == reason)
+    }
+
+    @Test func refusalsOfTheStartupOptionsByPoolers() {
+        // PgBouncer before 1.20, and from 1.20 on.
+        #expect(FailureClassifier.refusesStartupOptions(sqlstate: "08P01", message: "FATAL: unsupported startup parameter: options"))
+        #expect(FailureClassifier.refusesStartupOptions(
+            sqlstate: "08P01", message: "unsupported startup parameter in options: statement_timeout"
+        ))
+        // A serverless proxy relaying it, with its advice.
+        #expect(FailureClassifier.refusesStartupOptions(
+            sqlstate: "XX000",
+            message: "ERROR: unsupported startup parameter in options: statement_timeout. Please use unpooled connection or remove this parameter from the startup package."
+        ))
+        // Another parameter, or another server's error with a similar text, is not ours.
+        #expect(!FailureClassifier.refusesStartupOptions(sqlstate: "08P01", message: "unsupported startup parameter: extra_float_digits"))
+        #expect(!FailureClassifier.refusesStartupOptions(sqlstate: "42704", message: "unsupported startup parameter: options"))
+        #expect(!FailureClassifier.refusesStartupOptions(sqlstate: "28P01", message: "password authentication failed"))
+    }
 }

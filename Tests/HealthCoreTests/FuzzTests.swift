@@ -261,6 +261,7 @@ import TestSupport
     private func checkInvariants(_ config: DaemonConfiguration, input: String) {
         #expect(config.interval >= .milliseconds(100) && config.interval <= .seconds(86_400), "\(input)")
         #expect(config.timeout >= .milliseconds(10) && config.timeout <= .seconds(60), "\(input)")
+        #expect(config.connectTimeout >= .milliseconds(10) && config.connectTimeout <= .seconds(60), "\(input)")
         #expect((1...1_000).contains(config.fall) && (1...1_000).contains(config.rise), "\(input)")
         #expect((1...1_000).contains(config.flapThreshold), "\(input)")
         #expect(config.flapWindow >= .seconds(1), "\(input)")
@@ -462,6 +463,7 @@ enum ConfigSeeds {
         .flapWindow: ["1s", "5m", "1440m"],
         .probeConnection: ["fresh", "session", "SESSION", " fresh"],
         .freshEvery: ["1s", "30s", "60m"],
+        .connectTimeout: ["10ms", "2s", "60s"],
         .splay: ["on", "off", "true", "no"],
         .serverTimeouts: ["on", "off", "YES", "0"],
     ]

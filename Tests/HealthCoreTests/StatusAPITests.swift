@@ -59,7 +59,9 @@ import Testing
         #expect(document.consecutiveFailures == 3)
         #expect(document.intervalMs == 2_000)
         #expect(document.timeoutMs == 1_000)
-        #expect(document.staleAfterMs == 5_000)
+        // Two intervals and the longest probe (a new connection's budget and the answer's).
+        #expect(document.staleAfterMs == 7_000)
+        #expect(document.connectTimeoutMs == 2_000)
         #expect(document.pid == 42)
         #expect(!document.isStale)
     }
@@ -69,7 +71,7 @@ import Testing
         state.lastProbe = ProbeResult(startedAt: wall, latency: .milliseconds(2), phases: [], failure: nil)
         state.lastProbeFinished = started + .seconds(6)
         #expect(try !decode(StatusDocument.self, StatusAPI.respond(method: "GET", uri: "/status", snapshot: state, clocks: clocks)).isStale)
-        state.lastProbeFinished = started + .milliseconds(4_999)
+        state.lastProbeFinished = started + .milliseconds(2_999)
         #expect(try decode(StatusDocument.self, StatusAPI.respond(method: "GET", uri: "/status", snapshot: state, clocks: clocks)).isStale)
     }
 

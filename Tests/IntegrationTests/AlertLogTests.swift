@@ -6,7 +6,7 @@ import TestSupport
 
 /// Where operators look: the alert log (rotated underneath a follower), and a spool on a full disk.
 @Suite(.serialized) struct AlertLogTests {
-    let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
+    let fast = ["--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
 
     /// Must-show 6: logrotate with `create` + SIGUSR1, then with `copytruncate`, while
     /// `dreamnet-healthctl alerts --follow` runs: no line lost or split; ids match the table.

@@ -11,7 +11,7 @@ import TestSupport
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
-            ["--interval", "200ms", "--timeout", "500ms", "--fall", "2", "--rise", "2", "--probe-connection", "fresh"],
+            ["--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "2", "--rise", "2", "--probe-connection", "fresh"],
             environment: ["DATABASE_URL": cluster.url]
         )
 
@@ -149,20 +149,27 @@ import TestSupport
 /// Timing against the detection bound. `scripts/test` runs this suite on its own before the rest,
 /// so that dozens of parallel clusters and daemons do not stand between the fault and the verdict.
 @Suite(.serialized) struct DetectionTimingTests {
-    /// From fault to state change within fall × interval + timeout + 0.5 s, with the defaults
-    /// (session mode) for a stopped server, which the kept session sees at once; and for a
-    /// frozen postmaster, which only a new connection sees, within fresh_every more (fresh_every
-    /// shortened to 3 s here), or within the plain bound in fresh mode.
+    /// From fault to state change within the detection bound + 0.5 s, with the defaults
+    /// (session mode) for a stopped server, which the kept session sees at once, and a path
+    /// that goes silent (a partition: no answer on the kept session, no new connection); and for
+    /// a frozen postmaster, which only a new connection sees, within fresh_every more
+    /// (fresh_every shortened to 3 s here), or within the plain bound in fresh mode.
     @Test(arguments: [
         (["--no-splay"], "stop"),
         (["--no-splay", "--fresh-every", "3s"], "freeze"),
         (["--no-splay", "--probe-connection", "fresh"], "freeze"),
         (["--no-splay", "--probe-connection", "fresh"], "stop"),
+        (["--no-splay"], "partition"),
+        (["--no-splay", "--probe-connection", "fresh"], "partition"),
     ])
     func detectsFaultsWithinTheBoundWithDefaults(arguments: [String], fault: String) async throws {
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
-        let daemon = try RunningDaemon(arguments, environment: ["DATABASE_URL": cluster.url])
+        // A path that goes silent: neither a kept session nor a new connection gets an answer.
+        let path = try LatencyRelay(upstreamPort: cluster.port, delay: .zero)
+        defer { path.close() }
+        let url = fault == "partition" ? "postgresql://postgres@127.0.0.1:\(path.port)/postgres" : cluster.url
+        let daemon = try RunningDaemon(arguments, environment: ["DATABASE_URL": url])
         var configuration = DaemonConfiguration.defaults
         if arguments.contains("fresh") { configuration.probeConnection = .fresh }
         if arguments.contains("3s") { configuration.freshEvery = .seconds(3) }
@@ -174,12 +181,20 @@ import TestSupport
         // fresh connection's cycle).
         try await Task.sleep(for: .milliseconds(Int.random(in: 0..<2_000)))
         let faultAt = ContinuousClock.now
-        if fault == "stop" { try cluster.stop() } else { try cluster.freeze() }
+        switch fault {
+        case "stop": try cluster.stop()
+        case "freeze": try cluster.freeze()
+        default: path.setPartitioned(true)
+        }
         let unhealthy = try await daemon.waitFor(.unhealthy, timeout: bound + .seconds(5))
         let detection = ContinuousClock.now - faultAt
         #expect(unhealthy != nil, "\(fault) not detected")
         #expect(detection <= bound, "\(fault) detected after \(detection), bound \(bound)")
-        if fault == "stop" { try cluster.start() } else { try cluster.thaw() }
+        switch fault {
+        case "stop": try cluster.start()
+        case "freeze": try cluster.thaw()
+        default: path.setPartitioned(false)
+        }
         _ = try #require(try await daemon.waitFor(.healthy, timeout: .seconds(15)))
     }
 }

@@ -19,7 +19,7 @@ import TestSupport
         try cluster.psql("SELECT to_regclass('system_events') IS NOT NULL") == "t"
     }
 
-    let quick = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1"]
+    let quick = ["--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "1", "--rise", "1"]
     /// Quick probes, and no flap coalescing: these tests count every transition.
     var fast: [String] { quick + ["--flap-threshold", "1000"] }
 

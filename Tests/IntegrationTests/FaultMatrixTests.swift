@@ -9,7 +9,10 @@ import TestSupport
 /// be. The README maps every row to its test.
 @Suite(.serialized) struct FaultMatrixProbeTests {
     func probe(_ url: String, timeout: Duration = .seconds(1)) async throws -> ProbeResult {
-        try #require(try await PostgresProber(target: ConnectionTarget.parse(url), timeout: timeout).probe())
+        // One budget for the connection and the answer: the rows hold each to it.
+        try #require(try await PostgresProber(
+            target: ConnectionTarget.parse(url), timeout: timeout, policy: ProbePolicy(connectTimeout: timeout)
+        ).probe())
     }
 
     /// Row 4: the backend stops after authentication, before the query arrives: the probe ends
@@ -115,7 +118,7 @@ func backendTitles() -> [String] {
 
 /// Matrix rows that need the whole daemon.
 @Suite(.serialized) struct FaultMatrixDaemonTests {
-    let fast = ["--interval", "200ms", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
+    let fast = ["--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000"]
 
     /// Row 14: fsync fails with EIO (injected into the running daemon with strace): the spool
     /// reports itself degraded and holds the events in memory; once fsync works again they are
@@ -186,7 +189,7 @@ func backendTitles() -> [String] {
         defer { probed.destroy(); events.destroy() }
         try events.stop()
         let daemon = try RunningDaemon([
-            "--interval", "100ms", "--timeout", "300ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000",
+            "--interval", "100ms", "--timeout", "300ms", "--connect-timeout", "300ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000",
             "--database-url", probed.url, "--events-database-url", events.url,
         ])
         _ = try #require(try await daemon.waitFor(.healthy))
@@ -247,7 +250,7 @@ func backendTitles() -> [String] {
         let url = "postgresql://watcher@db.blackhole.test/postgres"
 
         let probe = try runProcess(URL(fileURLWithPath: launcher[0]), Array(launcher.dropFirst()) + [
-            Binaries.control.path, "probe", "--json", "--database-url", url,
+            Binaries.control.path, "probe", "--json", "--connect-timeout", "1s", "--database-url", url,
         ], timeout: .seconds(30))
         let document = try JSONDecoder().decode(ProbeDocument.self, from: Data(probe.stdout.utf8))
         #expect(document.reason == "timeout", "\(probe.stdout) \(probe.stderr)")
@@ -287,7 +290,7 @@ func backendTitles() -> [String] {
         // comes out empty; the wrapper's shared clock set-up avoids that.
         let probe = try runProcess(URL(fileURLWithPath: faketime), [
             "-m", "-f", "+0 x10", "/usr/bin/env", "FAKETIME_DONT_FAKE_MONOTONIC=1", Binaries.control.path,
-            "probe", "--json", "--database-url", "postgresql://u@127.0.0.1:\(listener.port)/db",
+            "probe", "--json", "--connect-timeout", "1s", "--database-url", "postgresql://u@127.0.0.1:\(listener.port)/db",
         ], timeout: .seconds(30))
         let elapsed = ContinuousClock.now - started
         let document = try JSONDecoder().decode(ProbeDocument.self, from: Data(probe.stdout.utf8))
@@ -308,7 +311,7 @@ func backendTitles() -> [String] {
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
-            ["--interval", "200ms", "--timeout", "500ms", "--fall", "2", "--rise", "2", "--database-url", cluster.url],
+            ["--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "2", "--rise", "2", "--database-url", cluster.url],
             environment: ["LD_PRELOAD": library.path, "WALLCLOCK_SHIFT_FILE": shiftFile.path]
         )
         _ = try #require(try await daemon.waitFor(.healthy))

@@ -16,7 +16,7 @@ import TestSupport
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
-            ["--probe-connection", "session", "--fresh-every", "3s", "--interval", "500ms", "--timeout", "500ms",
+            ["--probe-connection", "session", "--fresh-every", "3s", "--interval", "500ms", "--timeout", "500ms", "--connect-timeout", "500ms",
              "--fall", "2", "--rise", "1", "--no-splay"],
             environment: ["DATABASE_URL": cluster.url]
         )
@@ -54,7 +54,7 @@ import TestSupport
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
-            ["--probe-connection", "session", "--fresh-every", "60s", "--interval", "400ms", "--timeout", "2s",
+            ["--probe-connection", "session", "--fresh-every", "60s", "--interval", "400ms", "--timeout", "2s", "--connect-timeout", "2s",
              "--fall", "1", "--rise", "1", "--no-splay", "--flap-threshold", "1000"],
             environment: ["DATABASE_URL": cluster.url]
         )
@@ -84,7 +84,7 @@ import TestSupport
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
-            ["--probe-connection", "session", "--fresh-every", "60s", "--interval", "1s", "--timeout", "1s",
+            ["--probe-connection", "session", "--fresh-every", "60s", "--interval", "1s", "--timeout", "1s", "--connect-timeout", "1s",
              "--fall", "2", "--no-splay"],
             environment: ["DATABASE_URL": cluster.url]
         )
@@ -120,7 +120,7 @@ import TestSupport
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
-            ["--probe-connection", "session", "--fresh-every", "1s", "--interval", "200ms", "--timeout", "500ms",
+            ["--probe-connection", "session", "--fresh-every", "1s", "--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms",
              "--fall", "1", "--rise", "1", "--no-splay", "--flap-threshold", "1000"],
             environment: ["DATABASE_URL": cluster.url]
         )
@@ -153,7 +153,7 @@ import TestSupport
         let cluster = try TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
-            ["--probe-connection", "fresh", "--interval", "1s", "--timeout", "1s", "--fall", "2", "--rise", "2", "--no-splay"],
+            ["--probe-connection", "fresh", "--interval", "1s", "--timeout", "1s", "--connect-timeout", "1s", "--fall", "2", "--rise", "2", "--no-splay"],
             environment: ["DATABASE_URL": cluster.url]
         )
         _ = try #require(try await daemon.waitFor(.healthy))

@@ -6,8 +6,37 @@ import TestSupport
 
 /// The probe engine against a real server and real faults.
 @Suite(.serialized) struct ProbeTests {
-    func probe(_ url: String, timeout: Duration = .seconds(1)) async throws -> ProbeResult {
-        try #require(await PostgresProber(target: ConnectionTarget.parse(url), timeout: timeout).probe())
+    /// One budget for both the connection and the answer unless `connectTimeout` is given.
+    func probe(_ url: String, timeout: Duration = .seconds(1), connectTimeout: Duration? = nil) async throws -> ProbeResult {
+        try #require(await PostgresProber(
+            target: ConnectionTarget.parse(url), timeout: timeout, policy: ProbePolicy(connectTimeout: connectTimeout ?? timeout)
+        ).probe())
+    }
+
+    /// Each budget is a deadline of its own: a listener that never answers uses up the
+    /// connection's, a backend that never answers the query the answer's, counted from the
+    /// moment the connection was made.
+    @Test func theConnectionAndTheAnswerHaveBudgetsOfTheirOwn() async throws {
+        let listener = try BlackHoleListener()
+        defer { listener.close() }
+        let hung = try await probe("postgresql://u@127.0.0.1:\(listener.port)/db", timeout: .milliseconds(300), connectTimeout: .seconds(2))
+        #expect(hung.failure?.reason == .timeout)
+        #expect(hung.failure?.message.contains("no connection within 2000 ms") == true, "\(String(describing: hung.failure))")
+        #expect(hung.latency >= .seconds(2) && hung.latency < .milliseconds(2_200), "\(hung.latency)")
+
+        let cluster = try TestPostgres.start()
+        defer { cluster.destroy() }
+        let interceptor = try SessionInterceptor(upstreamPort: cluster.port) { pid in kill(pid, SIGSTOP) }
+        defer { interceptor.close() }
+        let stuck = try await probe(
+            "postgresql://postgres@127.0.0.1:\(interceptor.port)/postgres", timeout: .milliseconds(300), connectTimeout: .seconds(2)
+        )
+        #expect(stuck.failure?.phase == .query)
+        #expect(stuck.failure?.message.contains("no answer within 300 ms") == true, "\(String(describing: stuck.failure))")
+        let query = try #require(stuck.phases.last { $0.phase == .query }?.duration)
+        #expect(query >= .milliseconds(300) && query < .milliseconds(500), "\(query)")
+        #expect(stuck.latency < .seconds(2))
+        for backend in interceptor.backends { kill(backend, SIGCONT) }
     }
 
     @Test func healthyOverTCPAndTheUnixSocket() async throws {
@@ -68,7 +97,7 @@ import TestSupport
             #expect(result.latency >= .milliseconds(1_000))
             // Seen from the caller: includes this test process's own scheduling, which other
             // suites running in parallel (blocking on subprocesses) can delay; a sanity bound.
-            #expect(elapsed < .seconds(3))
+            #expect(elapsed < .seconds(10))
         }
         let short = try await probe("postgresql://u@127.0.0.1:\(listener.port)/db", timeout: .milliseconds(200))
         #expect(short.failure?.reason == .timeout)

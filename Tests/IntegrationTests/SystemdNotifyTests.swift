@@ -14,7 +14,7 @@ import TestSupport
         let listener = try NotifyListener(abstract: abstract)
         defer { listener.close() }
         let daemon = try RunningDaemon(
-            ["--interval", "2s", "--timeout", "500ms", "--fall", "1", "--rise", "1", "--database-url", cluster.url],
+            ["--interval", "2s", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "1", "--rise", "1", "--database-url", cluster.url],
             environment: ["NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "600000"]
         )
         #expect(waitUntil(timeout: .seconds(10)) { listener.messages.contains { $0.text.contains("READY=1") } })

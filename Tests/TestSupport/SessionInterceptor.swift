@@ -133,7 +133,7 @@ public final class SessionInterceptor: Sendable {
                     }
                     if message[0] == UInt8(ascii: "Z"), !ready {
                         ready = true
-                        if !write(all: chunk, to: destination) { return }
+                        if !writeAll(chunk, to: destination) { return }
                         chunk = []
                         if let backend { onReady(backend) }
                         // What the server sent meanwhile (a FATAL message, say) goes out with
@@ -148,7 +148,7 @@ public final class SessionInterceptor: Sendable {
                     pending = []
                 }
             }
-            if !write(all: chunk, to: destination) { return }
+            if !writeAll(chunk, to: destination) { return }
         }
     }
 
@@ -162,17 +162,6 @@ public final class SessionInterceptor: Sendable {
             guard count > 0 else { return bytes }
             bytes += buffer[0..<count]
         }
-    }
-
-    private func write(all bytes: [UInt8], to descriptor: Int32) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { return false }
-            offset += written
-        }
-        return true
     }
 }
 

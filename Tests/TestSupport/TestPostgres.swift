@@ -14,6 +14,11 @@ public final class TestPostgres: Sendable {
     /// Where `initdb`, `pg_ctl`, `postgres` and `psql` are taken from.
     public let binDirectory: URL
 
+    /// The `postgres` role's password when TCP connections need one (`tls` clusters): SCRAM.
+    public let password: String?
+    /// The certificates a `tls` cluster serves; `nil` for a plain one.
+    public let certificates: TestCertificates?
+
     private let extraServerOptions: [String]
     private let owner: ClusterOwner?
     /// Lifecycle flags. Held for the whole of a start/stop/destroy so those never interleave.
@@ -30,7 +35,10 @@ public final class TestPostgres: Sendable {
     /// Creates a cluster in a fresh temporary directory on a free port and starts it.
     ///
     /// `extraServerOptions` are appended to the `postgres` command line, e.g. `["-c", "max_connections=20"]`.
-    public static func start(extraServerOptions: [String] = []) throws -> TestPostgres {
+    ///
+    /// With `tls`, the server serves that certificate and TCP connections authenticate with
+    /// `scram-sha-256` (`password`); the Unix socket stays `trust`, for `psql(_:)`.
+    public static func start(extraServerOptions: [String] = [], tls: TestCertificates? = nil) throws -> TestPostgres {
         let binDirectory = try postgresBinDirectory()
         let owner = try ClusterOwner.forCurrentUser()
         var attempt = 0
@@ -42,11 +50,15 @@ public final class TestPostgres: Sendable {
                 directory: directory,
                 binDirectory: binDirectory,
                 extraServerOptions: extraServerOptions,
-                owner: owner
+                owner: owner,
+                certificates: tls
             )
             do {
                 try cluster.initialise()
                 try cluster.start()
+                if let password = cluster.password {
+                    try cluster.psql("ALTER ROLE postgres PASSWORD '\(password)'")
+                }
                 return cluster
             } catch {
                 // Another program may grab the port between choosing it and the server binding it; try a new one.
@@ -60,7 +72,13 @@ public final class TestPostgres: Sendable {
         }
     }
 
-    private init(port: Int, directory: URL, binDirectory: URL, extraServerOptions: [String], owner: ClusterOwner?) {
+    private init(
+        port: Int, directory: URL, binDirectory: URL, extraServerOptions: [String], owner: ClusterOwner?,
+        certificates: TestCertificates?
+    ) {
+        self.certificates = certificates
+        // Letters and digits only: it goes into URLs and SQL unquoted.
+        self.password = certificates.map { _ in "scram" + String(UInt64.random(in: 1...UInt64.max), radix: 36) }
         self.port = port
         self.directory = directory
         self.binDirectory = binDirectory
@@ -96,6 +114,20 @@ public final class TestPostgres: Sendable {
     /// The same as `url`, in libpq's key=value form.
     public var keyValueConninfo: String {
         "host=127.0.0.1 port=\(port) user=postgres dbname=postgres"
+    }
+
+    /// A URL with the password, over TCP: `sslmode` (`verify-full` checks the certificate
+    /// against `rootCertificate`, the cluster's own authority unless given), and
+    /// `channel_binding=require` when asked. `host` and `port` may name a relay or a pooler.
+    public func scramURL(
+        host: String = "127.0.0.1", port: Int? = nil, sslmode: String = "verify-full", channelBinding: Bool = true,
+        rootCertificate: URL? = nil, user: String = "postgres", password: String? = nil
+    ) -> String {
+        var query = ["sslmode=\(sslmode)"]
+        if let root = rootCertificate ?? certificates?.authorityFile { query.append("sslrootcert=\(root.path)") }
+        if channelBinding { query.append("channel_binding=require") }
+        return "postgresql://\(user):\(password ?? self.password ?? "")@\(host):\(port ?? self.port)/postgres?"
+            + query.joined(separator: "&")
     }
 
     /// Whether the server was started, has not been stopped since and its postmaster is alive (it may be frozen).
@@ -258,6 +290,28 @@ public final class TestPostgres: Sendable {
         guard result.status == 0 else {
             throw TestSupportError("initdb failed (\(result.status)):\n\(result.stdout)\n\(result.stderr)")
         }
+        if let certificates { try serveTLS(certificates) }
+    }
+
+    /// The server's certificate and key in the data directory (the key readable by the server
+    /// alone, or it refuses it), TLS on, and SCRAM for every TCP connection.
+    private func serveTLS(_ certificates: TestCertificates) throws {
+        let files = FileManager.default
+        for (source, name, mode) in [
+            (certificates.serverCertificateFile, "server.crt", 0o644), (certificates.serverKeyFile, "server.key", 0o600),
+        ] {
+            let destination = dataDirectory.appendingPathComponent(name)
+            try files.copyItem(at: source, to: destination)
+            guard chmod(destination.path, mode_t(mode)) == 0 else {
+                throw TestSupportError("chmod \(destination.path) failed: \(String(cString: strerror(errno)))")
+            }
+            try owner?.chown(destination.path)
+        }
+        let settings = "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\npassword_encryption = 'scram-sha-256'\n"
+        let configuration = dataDirectory.appendingPathComponent("postgresql.conf")
+        try (readText(configuration) + "\n" + settings).write(to: configuration, atomically: false, encoding: .utf8)
+        let rules = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        try rules.write(to: dataDirectory.appendingPathComponent("pg_hba.conf"), atomically: false, encoding: .utf8)
     }
 
     /// Caller holds `state`.

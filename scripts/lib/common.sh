@@ -6,9 +6,10 @@
 # throwaway PostgreSQL clusters, and to query the status socket by hand.
 # The fault-matrix tests also use strace (fsync errors), faketime (a wall clock
 # run fast), util-linux's unshare (private mounts) and a C compiler (a wall-clock
-# shift preloaded into the daemon).
+# shift preloaded into the daemon). The managed-database tests start Debian's PgBouncer in
+# front of a cluster with TLS, whose certificates openssl makes.
 DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql curl logrotate systemd
-    strace faketime util-linux gcc)
+    strace faketime util-linux gcc pgbouncer openssl)
 
 # Release builds link the Swift runtime and Foundation statically: the installed binaries need
 # no Swift toolchain on the machine, and the daemon maps less at run time. They are linked by
@@ -64,6 +65,12 @@ ensure_deps() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
+        # The tests start PgBouncer themselves, on ports of their own; the packaged service
+        # (port 6432) is not wanted, here or in the containers booted from this root.
+        if [[ " ${missing[*]} " == *" pgbouncer "* ]]; then
+            "${sudo[@]}" systemctl stop pgbouncer >/dev/null 2>&1 || true
+            "${sudo[@]}" systemctl disable pgbouncer >/dev/null 2>&1 || true
+        fi
     fi
 
     # The toolchain is not a Debian package; it has to be installed already.
