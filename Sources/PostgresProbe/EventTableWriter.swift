@@ -114,6 +114,12 @@ public final class EventTableWriter: Sendable {
             return .some(nil)
         case let failure? where failure.isCancellation:
             return .some(failure)
+        case let failure? where session.statementInFlight:
+            // No answer within the deadline, the insert still in the server's (or a pooler's)
+            // hands: the writer carries on with this session at its next attempt instead of
+            // leaving it waiting and opening another.
+            connections.slot.withLock { $0.holdUnfinished(session, since: clock.start) }
+            return .some(failure)
         case _?:
             // Broken, or too slow for the probe's statement timeout: dropped; the rows go over
             // a connection of the writer's own.
@@ -137,7 +143,13 @@ public final class EventTableWriter: Sendable {
             }
             return failure
         }
-        return write(rows, on: session, clock: &clock)
+        let failure = write(rows, on: session, clock: &clock)
+        // An insert (or the table check) that outlived its deadline is carried on at the next
+        // attempt, as a connection still starting up is: dropped, it would leave its statement
+        // waiting (a pooler keeps queueing a client it no longer reads from, and runs its query
+        // once a server connection frees up), and each attempt would add one.
+        if failure != nil, session.statementInFlight { slot.holdUnfinished(session, since: clock.start) }
+        return failure
     }
 
     /// The table checked (once per run), then the rows, in batches.

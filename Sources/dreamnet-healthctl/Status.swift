@@ -29,8 +29,8 @@ struct Status: ParsableCommand {
             // request) has its first verdict at most one probe deadline away, or one interval
             // more when it splays its first probe: wait for it rather than answer "unknown".
             if document.state == HealthState.starting.rawValue {
-                let deadline = ContinuousClock.now + .milliseconds(document.intervalMs) + .milliseconds(document.timeoutMs)
-                    + Self.firstVerdictSlack
+                let longestProbe = Duration.milliseconds(document.timeoutMs + (document.connectTimeoutMs ?? 0))
+                let deadline = ContinuousClock.now + .milliseconds(document.intervalMs) + longestProbe + Self.firstVerdictSlack
                 while document.state == HealthState.starting.rawValue, ContinuousClock.now < deadline {
                     pause(for: .milliseconds(50))
                     response = try StatusClient.get("/status", socketPath: path)

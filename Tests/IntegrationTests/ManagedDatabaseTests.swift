@@ -112,6 +112,35 @@ import TestSupport
             if rows != "1" { try await Task.sleep(for: .milliseconds(200)) }
         }
         #expect(rows == "1")
+
+        // A lock that blocks every new server session, PgBouncer's idle server connections gone:
+        // the probe and the delivery (of the transition to unhealthy) each wait on one client
+        // connection at PgBouncer, carried on at every attempt; a client the daemon closed while
+        // PgBouncer queued it stays listed until a server connection frees up (PgBouncer does not
+        // read from a queued client), so three at most.
+        try cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE client_addr IS NOT NULL")
+        let holder = try BackgroundProcess(
+            cluster.binDirectory.appendingPathComponent("psql"),
+            ["-X", "-h", cluster.socketDirectory, "-p", "\(cluster.port)", "-U", "postgres",
+             "-c", "BEGIN; LOCK pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(15); COMMIT"]
+        )
+        defer { holder.terminate(timeout: .seconds(5)) }
+        var mostClients = 0
+        var sawUnhealthy = false
+        while holder.isRunning {
+            mostClients = max(mostClients, try bouncer.clientCount())
+            sawUnhealthy = try await daemon.status().state == "unhealthy" || sawUnhealthy
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(sawUnhealthy)
+        #expect(mostClients <= 3, "the daemon had \(mostClients) clients at PgBouncer")
+        // Once the lock goes, the delivery held all along gets its row in: nothing was lost.
+        rows = ""
+        for _ in 0..<75 where rows != "3" {
+            rows = try cluster.psql("SELECT count(*) FROM system_events")
+            if rows != "3" { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(rows == "3", "rows: healthy, unhealthy, healthy again")
     }
 
     /// A pooled endpoint that relays PgBouncer's refusal under XX000, as a serverless proxy does:

@@ -145,7 +145,8 @@ def write_config(interval, timeout):
     tmp = config_path + ".tmp"
     with open(tmp, "w") as f:
         f.write("# dreamnet-healthd soak configuration (rewritten by the SIGHUP fault)\n"
-                f"interval = {interval}\ntimeout = {timeout}\nfall = 1\nrise = 1\nflap_threshold = 1000\n")
+                f"interval = {interval}\ntimeout = {timeout}\nconnect_timeout = {timeout}\nfall = 1\nrise = 1\n"
+                "flap_threshold = 1000\n")
     os.replace(tmp, config_path)
 
 def current_life():
