@@ -36,6 +36,14 @@ func statusRequest(_ uri: String, socketPath: String, timeout: Duration) async t
     return try outcome.get()
 }
 
+/// Blocking work (a psql, a PgBouncer console command) on a thread of its own, so that a test
+/// polling in a loop does not hold one of the two cooperative threads the suites share.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    let outcome = await onOwnThread { Result { try body() } }
+    guard let outcome else { throw TestSupportError("could not start a thread") }
+    return try outcome.get()
+}
+
 /// A daemon running in the background on its own socket, stopped when the test ends.
 final class RunningDaemon {
     let process: BackgroundProcess

@@ -108,7 +108,7 @@ import TestSupport
         // The first transition is a row, written through the pooler too.
         var rows = ""
         for _ in 0..<50 where rows != "1" {
-            rows = try cluster.psql("SELECT count(*) FROM system_events")
+            rows = try await offPool { try cluster.psql("SELECT count(*) FROM system_events") }
             if rows != "1" { try await Task.sleep(for: .milliseconds(200)) }
         }
         #expect(rows == "1")
@@ -128,7 +128,7 @@ import TestSupport
         var mostClients = 0
         var sawUnhealthy = false
         while holder.isRunning {
-            mostClients = max(mostClients, try bouncer.clientCount())
+            mostClients = max(mostClients, try await offPool { try bouncer.clientCount() })
             sawUnhealthy = try await daemon.status().state == "unhealthy" || sawUnhealthy
             try await Task.sleep(for: .milliseconds(300))
         }
@@ -137,7 +137,7 @@ import TestSupport
         // Once the lock goes, the delivery held all along gets its row in: nothing was lost.
         rows = ""
         for _ in 0..<75 where rows != "3" {
-            rows = try cluster.psql("SELECT count(*) FROM system_events")
+            rows = try await offPool { try cluster.psql("SELECT count(*) FROM system_events") }
             if rows != "3" { try await Task.sleep(for: .milliseconds(200)) }
         }
         #expect(rows == "3", "rows: healthy, unhealthy, healthy again")
@@ -203,7 +203,7 @@ import TestSupport
         var mostClients = 0
         while holder.isRunning {
             if let result = await fresh.probe() { results.append(result) }
-            mostClients = max(mostClients, try bouncer.clientCount())
+            mostClients = max(mostClients, try await offPool { try bouncer.clientCount() })
             try await Task.sleep(for: .milliseconds(500))
         }
         let figures = sampler.stop()

@@ -191,6 +191,7 @@ import TestSupport
         task.cancel()
         let result = await task.value
         #expect(result == nil)
-        #expect(ContinuousClock.now - started < .seconds(2))
+        // Far from the 10 s deadline; generous, as the caller's own scheduling is in it too.
+        #expect(ContinuousClock.now - started < .seconds(5))
     }
 }

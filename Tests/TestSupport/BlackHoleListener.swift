@@ -13,22 +13,9 @@ public final class BlackHoleListener: Sendable {
 
     /// Binds a free port on 127.0.0.1 and listens with room for `backlog` pending connections.
     public init(backlog: Int32 = 128) throws {
-        // CLOEXEC: a child started while this is open must not inherit it and keep the port alive.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else {
-            throw TestSupportError("socket() failed: \(String(cString: strerror(errno)))")
-        }
-        var address = loopbackAddress(port: 0)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0, listen(fd, backlog) == 0, let port = boundPort(of: fd) else {
-            let reason = String(cString: strerror(errno))
-            _ = Glibc.close(fd)
-            throw TestSupportError("cannot listen on 127.0.0.1: \(reason)")
-        }
+        // CLOEXEC (listenOnLoopback's): a child started while this is open must not inherit it and
+        // keep the port alive.
+        let (fd, port) = try listenOnLoopback(backlog: backlog)
         self.port = port
         self.descriptor = Mutex(fd)
     }

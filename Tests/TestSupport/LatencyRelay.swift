@@ -178,6 +178,8 @@ func listenOnLoopback(backlog: Int32 = 128) throws -> (descriptor: Int32, port: 
         _ = Glibc.close(fd)
         throw TestSupportError("cannot listen on 127.0.0.1: \(reason)")
     }
+    // Not to be handed out to a cluster or a pooler as a free port while it is in use here.
+    handedOutPorts.withLock { _ = $0.insert(port) }
     return (fd, port)
 }
 

@@ -25,16 +25,7 @@ public final class SessionInterceptor: Sendable {
     /// `onReady` runs on the relay's thread with the backend's pid; the client sees the server's
     /// `ReadyForQuery` only after it returns.
     public init(upstreamPort: Int, onReady: @escaping @Sendable (pid_t) -> Void) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw TestSupportError("socket() failed: \(String(cString: strerror(errno)))") }
-        var address = loopbackAddress(port: 0)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 64) == 0, let port = boundPort(of: fd) else {
-            _ = Glibc.close(fd)
-            throw TestSupportError("cannot listen on 127.0.0.1: \(String(cString: strerror(errno)))")
-        }
+        let (fd, port) = try listenOnLoopback(backlog: 64)
         self.port = port
         self.listener = fd
         self.upstreamPort = upstreamPort
@@ -66,19 +57,15 @@ public final class SessionInterceptor: Sendable {
                 _ = Glibc.close(listener)
                 return
             }
-            let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var address = loopbackAddress(port: upstreamPort)
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
+            let server = connectToLoopback(port: upstreamPort) ?? -1
             let admitted = state.withLock { state -> Bool in
                 guard !state.closed else { return false }
                 state.descriptors.formUnion([client, server])
                 return true
             }
-            guard connected == 0, admitted else {
+            guard server >= 0, admitted else {
                 _ = Glibc.close(client)
-                _ = Glibc.close(server)
+                if server >= 0 { _ = Glibc.close(server) }
                 continue
             }
             let sslRequested = Flag()

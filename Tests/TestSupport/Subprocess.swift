@@ -280,7 +280,7 @@ func temporaryDirectory(prefix: String, in parent: String) throws -> URL {
 // MARK: - Internals
 
 /// Ports already returned by `freeTCPPort()` in this process.
-private let handedOutPorts = Mutex<Set<Int>>([])
+let handedOutPorts = Mutex<Set<Int>>([])
 
 private func bindEphemeralPort() -> Int? {
     // CLOEXEC: this socket must never leak into a child started concurrently on another thread.
