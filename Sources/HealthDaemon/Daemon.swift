@@ -157,6 +157,7 @@ public struct Daemon: Sendable {
             "target": "\(target?.display ?? "not configured")",
             "interval": "\(HumanDuration.format(configuration.interval))",
             "timeout": "\(HumanDuration.format(configuration.timeout))",
+            "connect_timeout": "\(HumanDuration.format(configuration.connectTimeout))",
             "fall": "\(configuration.fall)", "rise": "\(configuration.rise)",
             "probe_connection": "\(configuration.probeConnection.rawValue)",
         ])

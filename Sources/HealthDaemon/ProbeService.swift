@@ -9,8 +9,7 @@ import SystemdNotify
 /// state machine, every transition logged and published to the status store.
 ///
 /// Fixed rate (not "interval after the last probe ended") is what makes the detection bound
-/// hold: a fault is seen by the `fall`-th probe after it, at most `fall × interval + timeout`
-/// later. A probe that overruns the interval delays the next one; none run concurrently.
+/// hold: a fault is seen by the `fall`-th probe after it, within `DaemonConfiguration.detectionBound`. A probe that overruns the interval delays the next one; none run concurrently.
 final class ProbeService: Service {
     /// What a reload may change.
     struct Settings: Sendable {
@@ -153,7 +152,7 @@ final class ProbeService: Service {
                 } else {
                     probeStarting()
                     // nil: shutdown cancelled the probe midway; it has no verdict to record.
-                    guard let outcome = await feedingWatchdog(for: prober.timeout, { await prober.probe() }),
+                    guard let outcome = await feedingWatchdog(for: prober.longestProbe, { await prober.probe() }),
                           let probed = outcome
                     else { return }
                     // A reload changed the target or settings meanwhile: this result is about the
@@ -199,7 +198,7 @@ final class ProbeService: Service {
     /// Ticks on the thread need the watchdog fed between probes only: a probe must end well
     /// within one watchdog period.
     private func canTickOnThread(_ prober: PostgresProber) -> Bool {
-        notifier.watchdogPeriod.map { prober.timeout + .milliseconds(500) < $0 } ?? true
+        notifier.watchdogPeriod.map { prober.longestProbe + .milliseconds(500) < $0 } ?? true
     }
 
     /// Sleeps to each probe, probes and publishes the result on one thread of its own, for as

@@ -52,9 +52,11 @@ enum LibPQProbe {
         resolver: HostResolver, environment: [String: String], cancellation: ProbeCancellation
     ) -> ProbeResult? {
         let serverTimeout = policy.serverTimeouts ? timeout : nil
+        let startedAt = Date()
+        let start = ContinuousClock.now
         // The kept session, while it is younger than `freshEvery`.
         if policy.mode == .session, let kept = slot.takeKept(youngerThan: policy.freshEvery) {
-            let clock = PhaseClock(startedAt: Date(), start: .now, timeout: timeout, connection: .session, phase: .query)
+            let clock = PhaseClock(startedAt: startedAt, start: start, timeout: timeout, connection: .session, phase: .query)
             kept.session.cancellation = cancellation
             let sql = statement(timeout: timeout, serverTimeouts: serverTimeouts(policy, slot))
             switch kept.session.executeScript(sql, until: clock.deadline) {
@@ -79,8 +81,11 @@ enum LibPQProbe {
             slot.closeKept()
         }
 
+        // From the probe's start, so that a kept session's failure and the new connection after
+        // it stay within connect_timeout + timeout together; the phases start now.
         var clock = PhaseClock(
-            startedAt: Date(), start: .now, timeout: timeout, connectTimeout: policy.connectTimeout, connection: .fresh
+            startedAt: startedAt, start: start, timeout: timeout, connectTimeout: policy.connectTimeout, connection: .fresh,
+            phasesFrom: .now
         )
         let session: PGSession
         switch slot.connection(
@@ -213,14 +218,14 @@ struct PhaseClock {
     /// `connectTimeout`: `timeout` unless given (the event writer has one budget for both).
     init(
         startedAt: Date, start: ContinuousClock.Instant, timeout: Duration, connectTimeout: Duration? = nil,
-        connection: ProbeConnection = .fresh, phase: ProbePhase = .resolve
+        connection: ProbeConnection = .fresh, phase: ProbePhase = .resolve, phasesFrom: ContinuousClock.Instant? = nil
     ) {
         self.startedAt = startedAt
         self.start = start
         self.timeout = timeout
         self.connectTimeout = connectTimeout ?? timeout
         self.deadline = start + (phase == .query ? timeout : connectTimeout ?? timeout)
-        self.phaseStart = start
+        self.phaseStart = phasesFrom ?? start
         self.connection = connection
         self.phase = phase
     }

@@ -48,6 +48,10 @@ public struct PostgresProber: Sendable {
         self.connections = SlotBox()
     }
 
+    /// The longest one probe takes: a new connection just within its budget, then the answer
+    /// just within its own.
+    public var longestProbe: Duration { policy.connectTimeout + timeout }
+
     /// One probe; `nil` if the calling task was cancelled before the probe reached a verdict
     /// (cancellation ends the probe's wait at once, whatever the deadline).
     public func probe() async -> ProbeResult? {

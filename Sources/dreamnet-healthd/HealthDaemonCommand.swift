@@ -28,7 +28,7 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Time between probe starts (default 2s).", valueName: "duration"))
     var interval: String?
 
-    @Option(help: ArgumentHelp("Hard deadline per probe: DNS, TCP, TLS, auth and SELECT 1 (default 1s).", valueName: "duration"))
+    @Option(help: ArgumentHelp("Hard deadline for the answer to SELECT 1 on an open connection (default 1s).", valueName: "duration"))
     var timeout: String?
 
     @Option(help: ArgumentHelp("Consecutive failures before unhealthy (default 2).", valueName: "n"))
@@ -76,7 +76,7 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Start the probe schedule at a random offset within one interval (default on).")
     var splay: Bool?
 
-    @Flag(name: .customLong("server-timeouts"), inversion: .prefixedNo, help: "Send statement_timeout and lock_timeout in the startup packet (default on; off for poolers that reject options).")
+    @Flag(name: .customLong("server-timeouts"), inversion: .prefixedNo, help: "Pass the answer deadline to the server as statement_timeout and lock_timeout: in the startup packet, or by SET LOCAL once a pooler refused that (default on).")
     var serverTimeouts: Bool?
 
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info).", valueName: "level"))
