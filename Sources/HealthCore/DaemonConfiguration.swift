@@ -32,7 +32,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var flapThreshold: Int = 6
     public var flapWindow: Duration = .seconds(300)
     /// How routine probes connect: a connection kept between probes (`session`), or a new one
-    /// each time (`fresh`). See the README's "Probe connections" for the trade.
+    /// each time (`fresh`). See docs/configuration.md, "Probe connections", for the trade.
     public var probeConnection: ProbeConnection = .session
     /// In session mode, a fresh connection is opened at least this often, so that a server
     /// that answers its sessions but starts no new ones is still seen.

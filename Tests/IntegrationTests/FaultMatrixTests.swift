@@ -6,7 +6,7 @@ import Testing
 import TestSupport
 
 /// Rows of the fault matrix that no other suite covers: each a real fault, placed where it must
-/// be. The README maps every row to its test.
+/// be. docs/development.md maps every row to its test.
 @Suite(.serialized) struct FaultMatrixProbeTests {
     func probe(_ url: String, timeout: Duration = .seconds(1)) async throws -> ProbeResult {
         // One budget for the connection and the answer: the rows hold each to it.
