@@ -46,7 +46,7 @@ public func productsDirectory() -> URL {
 }
 
 /// The package root: the nearest ancestor of this source file that contains `Package.swift`.
-func packageRootDirectory(filePath: String = #filePath) -> URL {
+public func packageRootDirectory(filePath: String = #filePath) -> URL {
     var directory = URL(fileURLWithPath: filePath).deletingLastPathComponent()
     while directory.path != "/" {
         if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
