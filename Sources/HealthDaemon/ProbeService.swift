@@ -9,7 +9,9 @@ import SystemdNotify
 /// state machine, every transition logged and published to the status store.
 ///
 /// Fixed rate (not "interval after the last probe ended") is what makes the detection bound
-/// hold: a fault is seen by the `fall`-th probe after it, within `DaemonConfiguration.detectionBound`. A probe that overruns the interval delays the next one; none run concurrently.
+/// hold: a fault is seen by the `fall`-th probe after it, within
+/// `DaemonConfiguration.detectionBound`. A probe that overruns the interval delays the next one;
+/// none run concurrently.
 final class ProbeService: Service {
     /// What a reload may change.
     struct Settings: Sendable {
