@@ -29,11 +29,7 @@ enum Binaries {
 /// `onOwnThread`): never on the two cooperative threads the suites share, which a daemon slow
 /// to answer would hold.
 func statusRequest(_ uri: String, socketPath: String, timeout: Duration) async throws -> StatusClient.Response {
-    let outcome = await onOwnThread {
-        Result { () throws(StatusClient.Failure) in try StatusClient.get(uri, socketPath: socketPath, timeout: timeout) }
-    }
-    guard let outcome else { throw TestSupportError("could not start a thread for the status request") }
-    return try outcome.get()
+    try await offPool { try StatusClient.get(uri, socketPath: socketPath, timeout: timeout) }
 }
 
 /// Blocking work (a psql, a PgBouncer console command) on a thread of its own, so that a test

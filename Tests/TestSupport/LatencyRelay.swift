@@ -9,22 +9,16 @@ import Synchronization
 /// A relayed connection is a real TCP connection at each end, so what the client sees when the
 /// server closes, resets or stops answering is what it would see without the relay, only later.
 public final class LatencyRelay: Sendable {
-    public let port: Int
+    public var port: Int { listener.port }
     public let upstreamPort: Int
-    private let listener: Int32
+    private let listener: RelayListener
     private let delay: Mutex<Duration>
     private let partitioned = Mutex(false)
-    private let state = Mutex(State())
-
-    private struct State {
-        var closed = false
-        var descriptors: Set<Int32> = []
-        var accepted = 0
-    }
+    private let acceptedCount = Mutex(0)
 
     /// `delay`: how long each direction holds bytes; the round trip grows by twice that.
     public init(upstreamPort: Int, delay: Duration) throws {
-        (listener, port) = try listenOnLoopback()
+        listener = try RelayListener()
         self.upstreamPort = upstreamPort
         self.delay = Mutex(delay)
         Thread.detachNewThread { [self] in acceptLoop() }
@@ -48,43 +42,22 @@ public final class LatencyRelay: Sendable {
     }
 
     /// Connections accepted so far.
-    public var accepted: Int { state.withLock { $0.accepted } }
+    public var accepted: Int { acceptedCount.withLock { $0 } }
 
     /// Stops accepting and closes every relayed connection.
     public func close() {
-        let descriptors = state.withLock { state -> Set<Int32> in
-            guard !state.closed else { return [] }
-            state.closed = true
-            return state.descriptors
-        }
-        shutdown(listener, Int32(SHUT_RDWR))
-        for fd in descriptors { shutdown(fd, Int32(SHUT_RDWR)) }
+        listener.close()
     }
 
     private func acceptLoop() {
-        while true {
-            let client = acceptClosingOnExec(listener)
-            if client < 0 {
-                if errno == EINTR { continue }
-                _ = Glibc.close(listener)
-                return
-            }
+        while let client = listener.next() {
             setNoDelay(client)
             guard let server = connectToLoopback(port: upstreamPort) else {
                 _ = Glibc.close(client)
                 continue
             }
-            let admitted = state.withLock { state -> Bool in
-                guard !state.closed else { return false }
-                state.descriptors.formUnion([client, server])
-                state.accepted += 1
-                return true
-            }
-            guard admitted else {
-                _ = Glibc.close(client)
-                _ = Glibc.close(server)
-                continue
-            }
+            guard listener.admit([client, server]) else { continue }
+            acceptedCount.withLock { $0 += 1 }
             let done = Mutex(0)
             let finish: @Sendable () -> Void = { [self] in
                 // The second direction to end closes both descriptors.
@@ -92,10 +65,7 @@ public final class LatencyRelay: Sendable {
                     count += 1
                     return count == 2
                 }
-                guard last else { return }
-                state.withLock { $0.descriptors.subtract([client, server]) }
-                _ = Glibc.close(client)
-                _ = Glibc.close(server)
+                if last { listener.release([client, server]) }
             }
             Thread.detachNewThread { [self] in
                 forwardDelayed(from: client, to: server, delay: { self.delay.withLock { $0 } }, paused: { self.partitioned.withLock { $0 } })

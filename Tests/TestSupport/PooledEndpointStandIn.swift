@@ -10,20 +10,18 @@ import Synchronization
 /// It answers an SSLRequest or GSSENCRequest with "N": the real proxy speaks TLS, which the
 /// TLS fixtures test against the server itself; here the subject is the startup packet.
 public final class PooledEndpointStandIn: Sendable {
-    public let port: Int
-    private let listener: Int32
+    public var port: Int { listener.port }
+    private let listener: RelayListener
     private let upstreamPort: Int
     private let state = Mutex(State())
 
     private struct State {
-        var closed = false
-        var descriptors: Set<Int32> = []
         var refused = 0
         var relayed = 0
     }
 
     public init(upstreamPort: Int) throws {
-        (listener, port) = try listenOnLoopback()
+        listener = try RelayListener()
         self.upstreamPort = upstreamPort
         Thread.detachNewThread { [self] in acceptLoop() }
     }
@@ -34,13 +32,7 @@ public final class PooledEndpointStandIn: Sendable {
     public var counts: (refused: Int, relayed: Int) { state.withLock { ($0.refused, $0.relayed) } }
 
     public func close() {
-        let descriptors = state.withLock { state -> Set<Int32> in
-            guard !state.closed else { return [] }
-            state.closed = true
-            return state.descriptors
-        }
-        shutdown(listener, Int32(SHUT_RDWR))
-        for fd in descriptors { shutdown(fd, Int32(SHUT_RDWR)) }
+        listener.close()
     }
 
     /// The text the proxy sends for a startup parameter its pooler does not accept.
@@ -50,26 +42,11 @@ public final class PooledEndpointStandIn: Sendable {
     }
 
     private func acceptLoop() {
-        while true {
-            let client = acceptClosingOnExec(listener)
-            if client < 0 {
-                if errno == EINTR { continue }
-                _ = Glibc.close(listener)
-                return
-            }
-            let admitted = state.withLock { state -> Bool in
-                guard !state.closed else { return false }
-                state.descriptors.insert(client)
-                return true
-            }
-            guard admitted else {
-                _ = Glibc.close(client)
-                continue
-            }
+        while let client = listener.next() {
+            guard listener.admit([client]) else { continue }
             Thread.detachNewThread { [self] in
                 serve(client)
-                state.withLock { _ = $0.descriptors.remove(client) }
-                _ = Glibc.close(client)
+                listener.release([client])
             }
         }
     }
@@ -93,15 +70,9 @@ public final class PooledEndpointStandIn: Sendable {
             _ = writeAll(Self.errorResponse(sqlstate: "XX000", message: Self.refusal(parameter: parameter)), to: client)
             return
         }
-        guard let server = connectToLoopback(port: upstreamPort) else { return }
-        state.withLock { state in
-            state.descriptors.insert(server)
-            state.relayed += 1
-        }
-        defer {
-            state.withLock { _ = $0.descriptors.remove(server) }
-            _ = Glibc.close(server)
-        }
+        guard let server = connectToLoopback(port: upstreamPort), listener.admit([server]) else { return }
+        state.withLock { $0.relayed += 1 }
+        defer { listener.release([server]) }
         guard writeAll(packet, to: server) else { return }
         let finished = DispatchSemaphore(value: 0)
         Thread.detachNewThread {

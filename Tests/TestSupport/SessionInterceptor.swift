@@ -10,24 +10,16 @@ import Synchronization
 /// That is how a fault is put exactly between connecting and querying (stop the backend: a hung
 /// query; terminate it: 57P01), where no timing from outside could place it.
 public final class SessionInterceptor: Sendable {
-    public let port: Int
-    private let listener: Int32
+    public var port: Int { listener.port }
+    private let listener: RelayListener
     private let upstreamPort: Int
     private let onReady: @Sendable (pid_t) -> Void
-    private let state = Mutex(State())
-
-    private struct State {
-        var closed = false
-        var descriptors: Set<Int32> = []
-        var backends: [pid_t] = []
-    }
+    private let seenBackends = Mutex<[pid_t]>([])
 
     /// `onReady` runs on the relay's thread with the backend's pid; the client sees the server's
     /// `ReadyForQuery` only after it returns.
     public init(upstreamPort: Int, onReady: @escaping @Sendable (pid_t) -> Void) throws {
-        let (fd, port) = try listenOnLoopback(backlog: 64)
-        self.port = port
-        self.listener = fd
+        listener = try RelayListener(backlog: 64)
         self.upstreamPort = upstreamPort
         self.onReady = onReady
         Thread.detachNewThread { [self] in acceptLoop() }
@@ -36,38 +28,20 @@ public final class SessionInterceptor: Sendable {
     deinit { close() }
 
     /// Backends seen so far, oldest first.
-    public var backends: [pid_t] { state.withLock { $0.backends } }
+    public var backends: [pid_t] { seenBackends.withLock { $0 } }
 
     /// Stops accepting and closes every relayed connection.
     public func close() {
-        let descriptors = state.withLock { state -> Set<Int32> in
-            guard !state.closed else { return [] }
-            state.closed = true
-            return state.descriptors
-        }
-        shutdown(listener, Int32(SHUT_RDWR))
-        for fd in descriptors { shutdown(fd, Int32(SHUT_RDWR)) }
+        listener.close()
     }
 
     private func acceptLoop() {
-        while true {
-            let client = accept(listener, nil, nil)
-            if client < 0 {
-                if errno == EINTR { continue }
-                _ = Glibc.close(listener)
-                return
-            }
-            let server = connectToLoopback(port: upstreamPort) ?? -1
-            let admitted = state.withLock { state -> Bool in
-                guard !state.closed else { return false }
-                state.descriptors.formUnion([client, server])
-                return true
-            }
-            guard server >= 0, admitted else {
+        while let client = listener.next() {
+            guard let server = connectToLoopback(port: upstreamPort) else {
                 _ = Glibc.close(client)
-                if server >= 0 { _ = Glibc.close(server) }
                 continue
             }
+            guard listener.admit([client, server]) else { continue }
             let sslRequested = Flag()
             Thread.detachNewThread { [self] in relay(from: client, to: server, clientSide: true, sslRequested: sslRequested) }
             Thread.detachNewThread { [self] in relay(from: server, to: client, clientSide: false, sslRequested: sslRequested) }
@@ -116,7 +90,7 @@ public final class SessionInterceptor: Sendable {
                     if message[0] == UInt8(ascii: "K"), length >= 8 {
                         let pid = pid_t(Int32(bitPattern: UInt32(message[5]) << 24 | UInt32(message[6]) << 16 | UInt32(message[7]) << 8 | UInt32(message[8])))
                         backend = pid
-                        state.withLock { $0.backends.append(pid) }
+                        seenBackends.withLock { $0.append(pid) }
                     }
                     if message[0] == UInt8(ascii: "Z"), !ready {
                         ready = true

@@ -57,18 +57,17 @@ public final class TestPgBouncer: Sendable {
             to: directory.appendingPathComponent("userlist.txt"), atomically: false, encoding: .utf8
         )
         var command = (executable, [directory.appendingPathComponent("pgbouncer.ini").path])
-        if geteuid() == 0 {
-            // Its files and the server's certificate copy must be readable by the user it runs as.
-            let owner = try ownerOf(front.dataDirectory)
+        if let owner = try ClusterOwner.forCurrentUser() {
+            // As the cluster's owner: its files and the certificate must be readable by it.
             for path in [directory.path, directory.appendingPathComponent("pgbouncer.ini").path,
                          directory.appendingPathComponent("userlist.txt").path] {
-                _ = chown(path, owner.uid, owner.gid)
+                try owner.chown(path)
             }
             if let tls {
-                for file in [tls.serverCertificateFile, tls.serverKeyFile] { _ = chown(file.path, owner.uid, owner.gid) }
+                for file in [tls.serverCertificateFile, tls.serverKeyFile] { try owner.chown(file.path) }
                 _ = chmod(tls.directory.path, 0o755)
             }
-            command = (URL(fileURLWithPath: "/usr/sbin/runuser"), ["-u", owner.name, "--", executable.path] + command.1)
+            command = (owner.runuser, ["-u", owner.name, "--", executable.path] + command.1)
         }
         let process = try BackgroundProcess(command.0, command.1, currentDirectory: directory)
         let bouncer = TestPgBouncer(port: port, directory: directory, upstream: front, process: process)
@@ -137,12 +136,4 @@ public final class TestPgBouncer: Sendable {
             return fields.count > 3 && fields[2] == "postgres"
         }
     }
-}
-
-private func ownerOf(_ url: URL) throws -> (name: String, uid: uid_t, gid: gid_t) {
-    var info = stat()
-    guard stat(url.path, &info) == 0, let entry = getpwuid(info.st_uid) else {
-        throw TestSupportError("cannot tell who owns \(url.path)")
-    }
-    return (String(cString: entry.pointee.pw_name), info.st_uid, info.st_gid)
 }

@@ -1,0 +1,58 @@
+import Glibc
+import Synchronization
+
+/// What every test relay shares: a listener on 127.0.0.1, the descriptors of the connections it
+/// let in, and a `close()` that stops accepting and ends all of them.
+final class RelayListener: Sendable {
+    let port: Int
+    private let descriptor: Int32
+    private let state = Mutex(State())
+
+    private struct State {
+        var closed = false
+        var open: Set<Int32> = []
+    }
+
+    init(backlog: Int32 = 128) throws {
+        (descriptor, port) = try listenOnLoopback(backlog: backlog)
+    }
+
+    /// The next connection (closed on exec); `nil` once `close()` has ended the listener.
+    func next() -> Int32? {
+        while true {
+            let client = acceptClosingOnExec(descriptor)
+            if client >= 0 { return client }
+            if errno == EINTR { continue }
+            _ = Glibc.close(descriptor)
+            return nil
+        }
+    }
+
+    /// Keeps `descriptors` for `close()` to end; once closed, closes them instead and says no.
+    func admit(_ descriptors: [Int32]) -> Bool {
+        let admitted = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.open.formUnion(descriptors)
+            return true
+        }
+        if !admitted { for fd in descriptors { _ = Glibc.close(fd) } }
+        return admitted
+    }
+
+    /// Closes the descriptors of a connection that has ended.
+    func release(_ descriptors: [Int32]) {
+        state.withLock { $0.open.subtract(descriptors) }
+        for fd in descriptors { _ = Glibc.close(fd) }
+    }
+
+    /// Stops accepting and shuts down every admitted connection. Safe to call more than once.
+    func close() {
+        let open = state.withLock { state -> Set<Int32> in
+            guard !state.closed else { return [] }
+            state.closed = true
+            return state.open
+        }
+        shutdown(descriptor, Int32(SHUT_RDWR))
+        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+}
