@@ -45,7 +45,7 @@ import TestSupport
         defer { holder.terminate(timeout: .seconds(5)) }
         // Running pg_sleep means the lock is held. Seen in the backend's process title: a
         // query to the server could itself wait on the lock.
-        #expect(waitUntil(timeout: .seconds(10)) { backendTitles().contains { $0.hasSuffix(" SELECT") } })
+        #expect(waitUntil(timeout: .seconds(10)) { cluster.backendTitles.contains { $0.hasSuffix(" SELECT") } })
         for _ in 0..<3 {
             let result = try await probe(cluster.url)
             #expect(result.ok, "\(String(describing: result.failure))")
@@ -103,16 +103,6 @@ import TestSupport
         }
         #expect(result.failure?.sqlstate == "57P03", "\(String(describing: result.failure))")
         #expect(result.failure?.reason == .startingOrStopping)
-    }
-}
-
-/// The process titles of PostgreSQL backends on this machine (`postgres: USER DB HOST STATE`).
-func backendTitles() -> [String] {
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.filter { $0.allSatisfy(\.isNumber) }.compactMap { pid in
-        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
-        let title = String(decoding: data, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: "\0 "))
-        return title.hasPrefix("postgres: ") ? title : nil
     }
 }
 

@@ -97,7 +97,7 @@ import TestSupport
         #expect(first.state == "healthy", "\(String(describing: first.lastProbe))")
         #expect(first.serverTimeouts == "set-local")
         for _ in 0..<5 {
-            try cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE client_addr IS NOT NULL")
+            try cluster.terminateTCPSessions()
             try await Task.sleep(for: .milliseconds(1_200))
         }
         let after = try await daemon.status()
@@ -118,12 +118,8 @@ import TestSupport
         // connection at PgBouncer, carried on at every attempt; a client the daemon closed while
         // PgBouncer queued it stays listed until a server connection frees up (PgBouncer does not
         // read from a queued client), so three at most.
-        try cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE client_addr IS NOT NULL")
-        let holder = try BackgroundProcess(
-            cluster.binDirectory.appendingPathComponent("psql"),
-            ["-X", "-h", cluster.socketDirectory, "-p", "\(cluster.port)", "-U", "postgres",
-             "-c", "BEGIN; LOCK pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(15); COMMIT"]
-        )
+        try cluster.terminateTCPSessions()
+        let holder = try cluster.holdLockBlockingNewSessions(seconds: 15)
         defer { holder.terminate(timeout: .seconds(5)) }
         var mostClients = 0
         var sawUnhealthy = false
@@ -190,12 +186,8 @@ import TestSupport
 
         // The pooler's idle server connections end, before the lock (which shuts out every new
         // session, psql's too): the next client needs a new backend.
-        try cluster.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE client_addr IS NOT NULL")
-        let holder = try BackgroundProcess(
-            cluster.binDirectory.appendingPathComponent("psql"),
-            ["-X", "-h", cluster.socketDirectory, "-p", "\(cluster.port)", "-U", "postgres",
-             "-c", "BEGIN; LOCK pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(15); COMMIT"]
-        )
+        try cluster.terminateTCPSessions()
+        let holder = try cluster.holdLockBlockingNewSessions(seconds: 15)
         defer { holder.terminate(timeout: .seconds(5)) }
         try await Task.sleep(for: .seconds(1))
         let sampler = try BackendSampler(cluster: cluster)

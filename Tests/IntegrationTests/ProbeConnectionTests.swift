@@ -159,11 +159,7 @@ import TestSupport
         _ = try #require(try await daemon.waitFor(.healthy))
         let sampler = try BackendSampler(cluster: cluster)
         // Over the Unix socket: the sampler counts TCP backends, the daemon's.
-        let holder = try BackgroundProcess(
-            cluster.binDirectory.appendingPathComponent("psql"),
-            ["-X", "-h", cluster.socketDirectory, "-p", "\(cluster.port)", "-U", "postgres",
-             "-c", "BEGIN; LOCK pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT"]
-        )
+        let holder = try cluster.holdLockBlockingNewSessions(seconds: 60)
         defer { holder.terminate(timeout: .seconds(5)) }
         let unhealthy = try #require(try await daemon.waitFor(.unhealthy, timeout: .seconds(15)))
         let failure = try #require(unhealthy.lastProbe)
@@ -275,18 +271,7 @@ final class BackendSampler: @unchecked Sendable {
     /// Backends of this cluster with a TCP client, now. The postmaster is looked up each time:
     /// a restarted cluster has a new one.
     func current() -> Int {
-        guard let postmaster = cluster.postmasterPID else { return 0 }
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.filter { $0.allSatisfy(\.isNumber) }.count { pid in
-            guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat"),
-                  let close = String(decoding: stat, as: UTF8.self).lastIndex(of: ")")
-            else { return false }
-            let fields = String(decoding: stat, as: UTF8.self)[close...].split(separator: " ")
-            guard fields.count > 2, pid_t(fields[2]) == postmaster,
-                  let title = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
-            else { return false }
-            return String(decoding: title, as: UTF8.self).contains("127.0.0.1(")
-        }
+        cluster.backendTitles.count { $0.contains("127.0.0.1(") }
     }
 
     /// Stops sampling.

@@ -267,6 +267,33 @@ public final class TestPostgres: Sendable {
         return output
     }
 
+    /// The process titles of this cluster's server processes now ("postgres: postgres postgres
+    /// 127.0.0.1(41234) SELECT"), background ones included: children of its postmaster, so a
+    /// backend shows here while it starts up, before pg_stat_activity lists it.
+    public var backendTitles: [String] {
+        guard let postmaster = postmasterPID else { return [] }
+        return children(of: postmaster).compactMap { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: CharacterSet(charactersIn: "\0 "))
+        }
+    }
+
+    /// Ends every session with a TCP client (a pooler's server connections, say); those over the
+    /// Unix socket stay.
+    public func terminateTCPSessions() throws {
+        try psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE client_addr IS NOT NULL")
+    }
+
+    /// A psql over the Unix socket holding ACCESS EXCLUSIVE on pg_database in an open transaction
+    /// for `seconds`: every new session's start-up waits on it until it ends (`psql(_:)`'s too).
+    public func holdLockBlockingNewSessions(seconds: Int) throws -> BackgroundProcess {
+        try BackgroundProcess(
+            binDirectory.appendingPathComponent("psql"),
+            ["-X", "-h", socketDirectory, "-p", "\(port)", "-U", "postgres",
+             "-c", "BEGIN; LOCK pg_catalog.pg_database IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(\(seconds)); COMMIT"]
+        )
+    }
+
     // MARK: Internals
 
     private func initialise() throws {
@@ -422,7 +449,7 @@ private func isTraversableByOthers(_ path: String) -> Bool {
 }
 
 /// The user the server tools run as when this process is root.
-private struct ClusterOwner: Sendable {
+struct ClusterOwner: Sendable {
     let name: String
     let uid: uid_t
     let gid: gid_t
@@ -477,12 +504,17 @@ private func parentPID(_ pid: pid_t) -> pid_t? {
     return fields.count > 1 ? pid_t(fields[1]) : nil
 }
 
+/// The processes whose parent is `pid`.
+private func children(of pid: pid_t) -> [pid_t] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [])
+        .compactMap { pid_t($0) }
+        .filter { parentPID($0) == pid }
+}
+
 /// Last resort when pg_ctl cannot stop a server: SIGKILL the postmaster and its children
 /// (children would notice the postmaster's death on their own, but not promptly).
 private func killCluster(postmasterPID pid: pid_t) {
-    let children = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [])
-        .compactMap { pid_t($0) }
-        .filter { parentPID($0) == pid }
+    let children = children(of: pid)
     _ = kill(pid, SIGCONT)
     _ = kill(pid, SIGKILL)
     for child in children {
