@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from harness import report
+from harness import procmem, report
 from harness.daemon import Daemon
 
 MARKER = "bench-managed"
@@ -46,14 +46,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_ticks(pid: int, children: bool = False) -> float:
-    """utime + stime (and the reaped children's, when asked) in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    used = int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if children else 0)
-    return used / os.sysconf("SC_CLK_TCK")
 
 
 def threads_cpu(pid: int) -> float:
@@ -163,7 +155,7 @@ class Cluster:
         if self.cgroup:
             with open(f"{self.cgroup}/cpuacct.usage") as usage:
                 return int(usage.read()) / 1e9
-        return cpu_ticks(self.postmaster(), children=True)
+        return procmem.cpu_seconds(self.postmaster(), children=True)
 
     def accounting(self) -> str:
         return ("a cpuacct cgroup holding the postmaster and every backend it forked (ns)" if self.cgroup

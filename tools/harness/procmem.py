@@ -51,16 +51,20 @@ def read(pid: int) -> Memory:
         return parse_status(status.read())
 
 
-def parse_cpu_seconds(stat: str, ticks_per_second: int) -> float:
-    """User plus system CPU time from the text of /proc/PID/stat (fields 14 and 15), which
-    follow the command name in parentheses (a name may itself hold spaces and parentheses)."""
+def parse_cpu_seconds(stat: str, ticks_per_second: int, children: bool = False) -> float:
+    """User plus system CPU time from the text of /proc/PID/stat (fields 14 and 15, and with
+    `children` the reaped children's, 16 and 17), which follow the command name in parentheses
+    (a name may itself hold spaces and parentheses)."""
     fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / ticks_per_second
+    used = int(fields[11]) + int(fields[12])
+    if children:
+        used += int(fields[13]) + int(fields[14])
+    return used / ticks_per_second
 
 
-def cpu_seconds(pid: int) -> float:
-    """The CPU time a running process has used so far."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """The CPU time a running process has used so far (with `children`, its reaped children's too)."""
     import os
 
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        return parse_cpu_seconds(stat.read(), os.sysconf("SC_CLK_TCK"))
+        return parse_cpu_seconds(stat.read(), os.sysconf("SC_CLK_TCK"), children)

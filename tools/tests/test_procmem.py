@@ -34,6 +34,11 @@ class ParseCPUTests(unittest.TestCase):
         stat = "4242 (dreamnet (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 50 0 0 20 0 5 0"
         self.assertAlmostEqual(procmem.parse_cpu_seconds(stat, 100), 2.0)
 
+    def test_adds_the_reaped_childrens_time_when_asked(self):
+        stat = "4242 (postgres) S 1 4242 4242 0 -1 4194560 100 0 0 0 150 50 300 100 20 0 5 0"
+        self.assertAlmostEqual(procmem.parse_cpu_seconds(stat, 100), 2.0)
+        self.assertAlmostEqual(procmem.parse_cpu_seconds(stat, 100, children=True), 6.0)
+
 
 if __name__ == "__main__":
     unittest.main()
