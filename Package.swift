@@ -102,7 +102,7 @@ let package = Package(
             dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
-        // Tests: the pure core alone, and the whole thing against a real PostgreSQL.
+        // Tests: the pure core alone, the loop on test time, and the whole thing against a real PostgreSQL.
         .target(
             name: "TestSupport",
             path: "Tests/TestSupport"
@@ -110,6 +110,14 @@ let package = Package(
         .testTarget(
             name: "HealthCoreTests",
             dependencies: ["HealthCore", "TestSupport"]
+        ),
+        // The probe loop's core on test time, and the composition root without a database.
+        .testTarget(
+            name: "HealthDaemonTests",
+            dependencies: [
+                "HealthCore", "HealthDaemon",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .testTarget(
             name: "IntegrationTests",

@@ -19,9 +19,11 @@ public struct Daemon: Sendable {
 
     /// Validates what only an adapter can (the connection string), binds the status socket and
     /// assembles the services. Throws `DaemonStartError` with a message fit for an operator.
+    /// `environment`: the process's, where systemd passes a socket (`LISTEN_FDS`) and libpq
+    /// finds its `PG*` defaults.
     public static func make(
-        configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String? = nil, logger: Logger,
-        metrics: DaemonMetrics? = nil,
+        configuration: DaemonConfiguration, databaseURLSource: String?, eventsURLSource: String? = nil,
+        environment: [String: String], logger: Logger, metrics: DaemonMetrics? = nil,
         reload: (@Sendable () -> Result<LoadedConfiguration, ConfigurationError>)? = nil
     ) async throws(DaemonStartError) -> Daemon {
         let targets = try Targets(LoadedConfiguration(
@@ -89,7 +91,7 @@ public struct Daemon: Sendable {
         let server: StatusServer
         var activated = false
         do {
-            if let passed = try SocketActivation.passedListener(environment: ProcessInfo.processInfo.environment) {
+            if let passed = try SocketActivation.passedListener(environment: environment) {
                 activated = true
                 server = try await StatusServer.adopt(descriptor: passed, path: configuration.socketPath, respond: respond)
                 logger.info("serving on the socket passed by systemd", metadata: ["descriptor": "\(passed)"])
@@ -114,8 +116,7 @@ public struct Daemon: Sendable {
             }
         }
 
-        let environment = ProcessInfo.processInfo.environment
-        let prober = target.map { PostgresProber(target: $0, configuration: configuration) }
+        let prober = target.map { PostgresProber(target: $0, configuration: configuration, environment: environment) }
         let delivery = EventDeliveryService(
             spool: spool,
             writer: eventsTarget.map {
@@ -139,8 +140,8 @@ public struct Daemon: Sendable {
         if let tcpServer { services.append(.init(service: StatusServerService(server: tcpServer))) }
         if let reload {
             services.append(.init(service: ReloadService(
-                load: reload, initial: configuration, probe: probe, delivery: delivery, alertLog: alertLog, store: store,
-                notifier: notifier, logger: logger
+                load: reload, initial: configuration, environment: environment, probe: probe, delivery: delivery,
+                alertLog: alertLog, store: store, notifier: notifier, logger: logger
             )))
         }
         var groupConfiguration = ServiceGroupConfiguration(
@@ -202,11 +203,15 @@ struct Targets {
 }
 
 extension PostgresProber {
-    init(target: ConnectionTarget, configuration: DaemonConfiguration) {
-        self.init(target: target, timeout: configuration.timeout, policy: ProbePolicy(
-            mode: configuration.probeConnection, freshEvery: configuration.freshEvery,
-            serverTimeouts: configuration.serverTimeouts, connectTimeout: configuration.connectTimeout
-        ))
+    init(target: ConnectionTarget, configuration: DaemonConfiguration, environment: [String: String]) {
+        self.init(
+            target: target, timeout: configuration.timeout,
+            policy: ProbePolicy(
+                mode: configuration.probeConnection, freshEvery: configuration.freshEvery,
+                serverTimeouts: configuration.serverTimeouts, connectTimeout: configuration.connectTimeout
+            ),
+            environment: environment
+        )
     }
 }
 

@@ -5,43 +5,37 @@ import PostgresProbe
 import ServiceLifecycle
 import SystemdNotify
 
-/// The probe loop: one probe per interval on a fixed-rate schedule, each result fed through the
-/// state machine, every transition logged and published to the status store.
+/// The probe loop's adapter: it does what `ProbeLoop` (HealthCore) decides, probing, recording,
+/// publishing and telling systemd, and feeds the results back.
 ///
-/// Fixed rate (not "interval after the last probe ended") is what makes the detection bound
-/// hold: a fault is seen by the `fall`-th probe after it, within
-/// `DaemonConfiguration.detectionBound`. A probe that overruns the interval delays the next one;
-/// none run concurrently.
+/// Ticks that change nothing run on the probe's own thread, start to end, when the watchdog
+/// allows (`ProbeLoop.mayTickWithoutFeeding`): such a tick then costs two wake-ups of one
+/// thread (the timer and the server's answer), not a handful of hops between threads and
+/// tasks. Both runners follow the one schedule in the core; the thread hands back to the task
+/// at the first action it does not do (a recording, a reload's new prober).
 final class ProbeService: Service {
-    /// What a reload may change.
-    struct Settings: Sendable {
+    /// Everything the loop changes, under one lock. Lock order: this, then the status store's
+    /// and the recorder's (taken inside `probeFinished`), never the other way.
+    private struct State: Sendable {
+        var loop: ProbeLoop
         var prober: PostgresProber?
-        var interval: Duration
-        /// Bumped by every reload: a probe started under older settings is not counted.
-        var generation = 0
+        /// Probes started, for the fault hook that stalls the loop.
+        var probesStarted = 0
+        /// The refusal of the startup options was logged for the current prober.
+        var saidStartupOptionsRefused = false
     }
 
-    private let settings: MutexBox<Settings>
+    private let state: MutexBox<State>
     private let store: StatusStore
     private let notifier: SystemdNotifier
     private let logger: Logger
     private let transitionHistoryLimit: Int
-    private let machine: MutexBox<HealthStateMachine>
     private let recorder: EventRecorder
-    private let flaps: MutexBox<FlapDetector>
+    private let metrics: DaemonMetrics?
     /// Wakes the loop when the settings change, so new settings apply at once: the task, or
     /// the thread that runs steady ticks.
     private let reloaded = WakeupSignal()
     private let reloadedOnThread = ThreadFlag()
-    /// Probes started, for the fault hook that stalls the loop.
-    private let probeCount = MutexBox(0)
-    /// The last STATUS= line sent.
-    private let lastStatus = MutexBox<(text: String, sentAt: ContinuousClock.Instant)>(("", .now))
-    private let metrics: DaemonMetrics?
-    /// The refusal of the startup options was logged for the current prober.
-    private let saidStartupOptionsRefused = MutexBox(false)
-    /// Set once READY=1 has been sent: a reload before that must not send READY=1 early.
-    let hasReported = MutexBox(false)
     /// Start the schedule at a random offset within one interval (see `DaemonConfiguration.splay`).
     private let splayFirstProbe: Bool
 
@@ -52,27 +46,26 @@ final class ProbeService: Service {
     ) {
         self.splayFirstProbe = splayFirstProbe
         self.metrics = metrics
-        self.settings = MutexBox(Settings(prober: prober, interval: configuration.interval))
+        self.state = MutexBox(State(
+            loop: ProbeLoop(
+                settings: .init(configuration, probing: prober != nil), remembered: remembered,
+                watchdogPeriod: notifier.watchdogPeriod, at: .now
+            ),
+            prober: prober
+        ))
         self.store = store
         self.recorder = recorder
         self.notifier = notifier
         self.logger = logger
         self.transitionHistoryLimit = transitionHistoryLimit
-        self.flaps = MutexBox(FlapDetector(
-            settings: .init(threshold: configuration.flapThreshold, window: configuration.flapWindow), restoring: remembered?.flaps
-        ))
-        self.machine = MutexBox(HealthStateMachine(
-            thresholds: .init(fall: configuration.fall, rise: configuration.rise), restoring: remembered?.health
-        ))
     }
 
     /// Applies a reloaded configuration: the next probe uses it, at once.
     func apply(_ configuration: DaemonConfiguration, prober: PostgresProber?) {
-        settings.withLock { $0 = Settings(prober: prober, interval: configuration.interval, generation: $0.generation + 1) }
-        machine.withLock { $0.thresholds = .init(fall: configuration.fall, rise: configuration.rise) }
-        flaps.withLock { detector in
-            let wanted = FlapDetector.Settings(threshold: configuration.flapThreshold, window: configuration.flapWindow)
-            if detector.settings != wanted { detector = FlapDetector(settings: wanted, restoring: detector.memory) }
+        state.withLock { state in
+            state.loop.reload(.init(configuration, probing: prober != nil), at: .now)
+            state.prober = prober
+            state.saidStartupOptionsRefused = false
         }
         store.update { snapshot in
             snapshot.interval = configuration.interval
@@ -88,14 +81,26 @@ final class ProbeService: Service {
             // The new prober tries the startup options again.
             snapshot.serverTimeouts = configuration.serverTimeouts ? nil : .off
         }
-        saidStartupOptionsRefused.withLock { $0 = false }
         reloaded.signal()
         reloadedOnThread.set()
     }
 
+    /// READY=1 has been sent: a reload before that must not send READY=1 early.
+    var hasReported: Bool { state.withLock { $0.loop.hasReported } }
+
+    /// After a reload's READY=1 with a text of its own, the loop's line goes out again.
+    func resendStatus() {
+        state.withLock { $0.loop.resendStatus() }
+    }
+
+    /// What `systemctl status` shows.
+    func statusLine() -> String {
+        StatusLine(store.read()).text
+    }
+
     func run() async throws {
         // Before any new event, so that the alert log keeps the order of the spool.
-        await recorder.recoverAtStart(memory: memory)
+        await recorder.recoverAtStart(memory: state.withLock { $0.loop.memory })
         do {
             // STOPPING=1 as soon as shutdown begins, not once it is over; the running probe is
             // cancelled at once rather than left to run out its deadline.
@@ -108,225 +113,173 @@ final class ProbeService: Service {
             // Graceful shutdown interrupted the sleep: the loop is done.
         }
         // The kept session is not left for the server to find closed.
-        await settings.withLock { $0.prober }?.close()
-        await recorder.finish(memory: memory)
+        await state.withLock { $0.prober }?.close()
+        await recorder.finish(memory: state.withLock { $0.loop.memory })
+    }
+
+    private static func now() -> ProbeLoop.Now {
+        ProbeLoop.Now(monotonic: .now, wall: Date())
     }
 
     private func probeLoop() async throws {
-        var nextStart = ContinuousClock.now
-        if splayFirstProbe, settings.withLock({ $0.prober != nil }) {
+        var splay: Duration?
+        if splayFirstProbe {
             // Daemons started together (a fleet's restart, a boot) would otherwise probe, and
-            // open connections, in step for as long as they run. (With nothing to probe, the
-            // not-configured verdict is given at once.)
-            let interval = settings.withLock { $0.interval }
-            nextStart += .nanoseconds(Int64.random(in: 0..<max(1, interval.nanoseconds)))
-            logger.debug("first probe splayed", metadata: ["in_ms": "\((nextStart - .now).milliseconds)"])
-            nextStart = try await sleep(until: nextStart)
+            // open connections, in step for as long as they run.
+            let interval = state.withLock { $0.loop.settings.interval }
+            splay = .nanoseconds(Int64.random(in: 0..<max(1, interval.nanoseconds)))
         }
-        var first = true
+        var actions = state.withLock { $0.loop.start(at: Self.now(), splay: splay, newID: UUID.init) }
+        if let splay, case .sleep? = actions.last {
+            logger.debug("first probe splayed", metadata: ["in_ms": "\(splay.milliseconds)"])
+        }
         var lastProber: PostgresProber?
-        while !Task.isCancelled {
-            let current = settings.withLock { $0 }
-            // A reload replaced the prober: its kept session is closed before the new one
-            // connects, so the daemon never holds two.
-            if let previous = lastProber, current.prober.map({ !$0.sharesConnections(with: previous) }) ?? true {
-                await previous.close()
-            }
-            lastProber = current.prober
-            if let prober = current.prober {
-                let result: ProbeResult
-                let transition: Transition?
-                let settled: Transition??
-                if !first, canTickOnThread(prober) {
-                    // Steady state: ticks that change nothing run on the probe's thread, start
-                    // to end; it comes back here with the first result that needs more.
-                    switch await ticksOnThread(prober: prober, generation: current.generation, from: nextStart) {
-                    case .cancelled: return
-                    case .reloaded:
-                        // Probe at once with the new settings; the task's wake-up for the same
-                        // reload is spent.
+        while true {
+            guard let next = performImmediate(&actions) else { return }
+            switch next {
+            case .sleep(let until):
+                if until > .now { _ = await reloaded.wait(timeout: until - .now) }
+                try Task.checkCancellation()
+                actions = state.withLock { $0.loop.wake(at: Self.now(), newID: UUID.init) }
+
+            case .probe(let generation, let feed):
+                let (prober, current, unfed) = state.withLock { ($0.prober, $0.loop.generation, $0.loop.mayTickWithoutFeeding) }
+                await closeIfReplaced(&lastProber, by: prober)
+                guard let prober, generation == current else {
+                    // A reload came between the decision and here: the loop decides again.
+                    actions = state.withLock { $0.loop.wake(at: Self.now(), newID: UUID.init) }
+                    continue
+                }
+                if unfed {
+                    switch await ticksOnThread(prober: prober, generation: generation, from: next) {
+                    case nil: return
+                    case let handedBack?:
+                        // A reload's wake-up for the task is spent by the thread's.
                         reloaded.consume()
-                        nextStart = ContinuousClock.now
-                        continue
-                    case .needsRecording(let probe, let change, let settledEvent, let startedAt):
-                        (result, transition, settled, nextStart) = (probe, change, settledEvent, startedAt)
+                        actions = handedBack
                     }
-                } else {
-                    probeStarting()
-                    // nil: shutdown cancelled the probe midway; it has no verdict to record.
-                    guard let outcome = await feedingWatchdog(for: prober.longestProbe, { await prober.probe() }),
-                          let probed = outcome
-                    else { return }
-                    // A reload changed the target or settings meanwhile: this result is about the
-                    // old ones. Probe again at once.
-                    guard settings.withLock({ $0.generation }) == current.generation else { continue }
-                    result = probed
-                    transition = machine.withLock { $0.probeFinished(probed, at: Date(), newID: UUID()) }
-                    settled = nil
+                    continue
                 }
-                _ = await feedingWatchdog(for: Self.settleLimit) { [self] in
-                    await settle(probe: result, transition: transition, settled: settled)
-                }
-            } else {
-                // Nothing to probe: a state of its own, recorded once.
-                let transition = machine.withLock { $0.targetUnconfigured(at: Date(), newID: UUID()) }
-                _ = await feedingWatchdog(for: Self.settleLimit) { [self] in await settle(probe: nil, transition: transition) }
+                probeStarting()
+                // nil: shutdown cancelled the probe midway; it has no verdict to record.
+                guard let outcome = await feedingWatchdog(for: feed, { await prober.probe() }), let result = outcome else { return }
+                actions = probeFinished(result, generation: generation)
+
+            case .record(let recording, let feed):
+                if recording.probe == nil { await closeIfReplaced(&lastProber, by: nil) }
+                _ = await feedingWatchdog(for: feed) { [self] in await settle(recording) }
+                actions = state.withLock { $0.loop.recorded(at: Self.now()) }
+
+            case .publish, .reportStatus, .pingWatchdog:
+                preconditionFailure("done by performImmediate")
             }
-            if first {
-                first = false
-                let status = statusLine()
-                lastStatus.withLock { $0 = (status, .now) }
-                notifier.ready(status: status)
-                hasReported.withLock { $0 = true }
-            } else {
-                reportStatusIfChanged()
-            }
-            notifier.watchdog()
-            nextStart = Self.start(after: nextStart, interval: current.interval)
-            nextStart = try await sleep(until: nextStart)
         }
     }
 
-    /// How a run of ticks on the probe's thread ended.
-    private enum ThreadTicks: Sendable {
-        case cancelled
-        case reloaded
-        /// A result that changes the state, or has events to record or state to save: the
-        /// loop records it. `settled` is the flap detector's tick, already taken (`nil`: not
-        /// taken). `startedAt` is when that probe was scheduled.
-        case needsRecording(ProbeResult, Transition?, settled: Transition??, startedAt: ContinuousClock.Instant)
+    /// A reload replaced the prober: its kept session is closed before the new one connects,
+    /// so the daemon never holds two.
+    private func closeIfReplaced(_ last: inout PostgresProber?, by current: PostgresProber?) async {
+        if let previous = last, current.map({ !$0.sharesConnections(with: previous) }) ?? true {
+            await previous.close()
+        }
+        last = current
     }
 
-    /// Ticks on the thread need the watchdog fed between probes only: a probe must end well
-    /// within one watchdog period.
-    private func canTickOnThread(_ prober: PostgresProber) -> Bool {
-        notifier.watchdogPeriod.map { prober.longestProbe + .milliseconds(500) < $0 } ?? true
+    /// Does the actions that take no waiting, in order; returns the one to wait on (`nil`:
+    /// none, which the loop never asks for).
+    private func performImmediate(_ actions: inout [ProbeLoop.Action]) -> ProbeLoop.Action? {
+        for action in actions {
+            switch action {
+            case .publish(let result): publish(probe: result, transition: nil)
+            case .reportStatus: reportStatus()
+            case .pingWatchdog: notifier.watchdog()
+            case .sleep, .probe, .record:
+                actions = []
+                return action
+            }
+        }
+        actions = []
+        return nil
     }
 
-    /// Sleeps to each probe, probes and publishes the result on one thread of its own, for as
-    /// long as the results change nothing: no transition, no flap settling, no event waiting in
-    /// memory, no state to save. Such a tick then costs two wake-ups of one thread (the timer
-    /// and the server's answer), not a handful of hops between threads and tasks.
+    private func probeFinished(_ result: ProbeResult, generation: Int) -> [ProbeLoop.Action] {
+        let recorder = recorder
+        return state.withLock {
+            $0.loop.probeFinished(
+                result, generation: generation, at: Self.now(), recorderHasWork: { recorder.hasWork(memory: $0) },
+                newID: UUID.init
+            )
+        }
+    }
+
+    /// Runs the loop's actions on one thread of its own while it asks for nothing else than
+    /// probing with `prober`, publishing, STATUS, the watchdog and sleeping. Returns the
+    /// actions it hands back to the task; `nil` when cancelled.
     private func ticksOnThread(
-        prober: PostgresProber, generation: Int, from start: ContinuousClock.Instant
-    ) async -> ThreadTicks {
+        prober: PostgresProber, generation: Int, from first: ProbeLoop.Action
+    ) async -> [ProbeLoop.Action]? {
         let cancellation = ProbeCancellation()
         let outcome = await withTaskCancellationHandler {
             await onOwnThread { [self] in
-                threadTicks(prober: prober, generation: generation, from: start, cancellation: cancellation)
+                threadTicks(prober: prober, generation: generation, from: first, cancellation: cancellation)
             }
         } onCancel: {
             cancellation.cancel()
         }
-        return outcome ?? .cancelled
+        return outcome ?? nil
     }
 
     private func threadTicks(
-        prober: PostgresProber, generation: Int, from start: ContinuousClock.Instant, cancellation: ProbeCancellation
-    ) -> ThreadTicks {
-        // A reload signalled before this run began is seen by the generation check below.
-        reloadedOnThread.clear()
-        var nextStart = start
+        prober: PostgresProber, generation: Int, from first: ProbeLoop.Action, cancellation: ProbeCancellation
+    ) -> [ProbeLoop.Action]? {
+        // A reload signalled before this run began shows in the generation of a later probe.
+        _ = reloadedOnThread.clear()
+        var actions = [first]
         while true {
-            guard settings.withLock({ $0.generation }) == generation else { return .reloaded }
-            // To the next start, feeding the watchdog when the interval is longer.
-            while ContinuousClock.now < nextStart {
-                let wake = notifier.watchdogPeriod.map { min(nextStart, ContinuousClock.now + $0) } ?? nextStart
-                switch ThreadFlag.sleep(until: wake, wakingOn: [cancellation.threadFlag, reloadedOnThread]) {
-                case nil: notifier.watchdog()
-                case let flag? where flag === reloadedOnThread:
-                    return .reloaded
-                case _?: return .cancelled
+            guard let next = performImmediate(&actions) else { return nil }
+            switch next {
+            case .sleep(let until):
+                // Woken by the time, or by a reload (which the loop sees): either way, ask it.
+                if let flag = ThreadFlag.sleep(until: until, wakingOn: [cancellation.threadFlag, reloadedOnThread]),
+                   flag !== reloadedOnThread {
+                    return nil
                 }
+                actions = state.withLock { $0.loop.wake(at: Self.now(), newID: UUID.init) }
+            case .probe(let probed, _) where probed == generation && state.withLock({ $0.loop.mayTickWithoutFeeding }):
+                probeStarting()
+                guard let result = prober.probeBlocking(cancellation: cancellation) else { return nil }
+                actions = probeFinished(result, generation: generation)
+            default:
+                // A recording, or a probe under new settings: the task does it.
+                return [next]
             }
-            let scheduled = nextStart
-            probeStarting()
-            guard let result = prober.probeBlocking(cancellation: cancellation) else { return .cancelled }
-            guard settings.withLock({ $0.generation }) == generation else { return .reloaded }
-            if let transition = machine.withLock({ $0.probeFinished(result, at: Date(), newID: UUID()) }) {
-                return .needsRecording(result, transition, settled: nil, startedAt: scheduled)
-            }
-            let state = machine.withLock { $0.state }
-            if let settledEvent = flaps.withLock({ $0.tick(at: Date(), state: state, newID: UUID()) }) {
-                return .needsRecording(result, nil, settled: .some(settledEvent), startedAt: scheduled)
-            }
-            if recorder.hasWork(memory: memory) {
-                return .needsRecording(result, nil, settled: .some(nil), startedAt: scheduled)
-            }
-            publish(probe: result, transition: nil)
-            reportStatusIfChanged()
-            notifier.watchdog()
-            nextStart = Self.start(after: nextStart, interval: settings.withLock { $0.interval })
         }
-    }
-
-    /// The next probe's start on the fixed-rate schedule; now, when a probe overran it.
-    private static func start(after previous: ContinuousClock.Instant, interval: Duration) -> ContinuousClock.Instant {
-        max(previous + interval, ContinuousClock.now)
     }
 
     /// Counts a probe about to start; the fault hook that stalls the loop acts here.
     private func probeStarting() {
-        FaultInjection.stallProbeLoop(after: probeCount.withLock { $0 })
-        probeCount.withLock { $0 += 1 }
+        FaultInjection.stallProbeLoop(after: state.withLock { state in
+            defer { state.probesStarted += 1 }
+            return state.probesStarted
+        })
     }
 
-    /// STATUS= when the line changed, or after a reload (whose READY=1 carried its own). A line
-    /// that differs only in the last probe's latency is sent at most every `statusRefresh`:
-    /// otherwise every probe would wake systemd.
-    private func reportStatusIfChanged() {
-        guard notifier.isConnected else { return }
-        let status = statusLine()
-        let now = ContinuousClock.now
-        let send = lastStatus.withLock { last -> Bool in
-            let changed = last.text != status
-                && (Self.withoutLatency(last.text) != Self.withoutLatency(status) || now - last.sentAt >= Self.statusRefresh)
-            if changed { last = (status, now) }
-            return changed
+    /// STATUS= (or READY=1 the first time) when the loop says the line is worth sending.
+    private func reportStatus() {
+        let line = StatusLine(store.read())
+        let connected = notifier.isConnected
+        switch state.withLock({ $0.loop.statusNotice(for: line, at: .now, connected: connected) }) {
+        case .ready(let text)?: notifier.ready(status: text)
+        case .status(let text)?: notifier.status(text)
+        case nil: break
         }
-        let forced = forceStatus.withLock { forced in
-            defer { forced = false }
-            return forced
-        }
-        if send || forced { notifier.status(status) }
     }
-
-    static let statusRefresh = Duration.seconds(10)
-
-    /// The status line with the latency figure taken out.
-    private static func withoutLatency(_ line: String) -> Substring {
-        guard let start = line.firstRange(of: "; last probe ok in ") else { return Substring(line) }
-        let rest = line[start.upperBound...]
-        return line[..<start.lowerBound] + (rest.firstIndex(of: ";").map { rest[$0...] } ?? "")
-    }
-
-    /// Sleeps to the next probe, waking to feed the watchdog when the interval is longer, and
-    /// at once when a reload changed the settings. Returns when the probe starts.
-    private func sleep(until start: ContinuousClock.Instant) async throws -> ContinuousClock.Instant {
-        var start = start
-        while ContinuousClock.now < start {
-            let wake = notifier.watchdogPeriod.map { min(start, ContinuousClock.now + $0) } ?? start
-            if await reloaded.wait(timeout: wake - ContinuousClock.now) {
-                reloadedOnThread.clear()
-                start = ContinuousClock.now
-            }
-            try Task.checkCancellation()
-            notifier.watchdog()
-        }
-        return start
-    }
-
-    /// Longest the recording of one result (spool fsyncs, alert log, journal) may take before
-    /// the watchdog is left to fire: a stuck disk or journal must end in a restart.
-    static let settleLimit = Duration.seconds(30)
-
-    /// Resent after a reload, whose READY=1 carried its own STATUS text.
-    let forceStatus = MutexBox(false)
 
     /// Runs `work` while feeding the watchdog for at most `limit` (plus one period), so a long
     /// but bounded step is not mistaken for a stall, and one that hangs past its bound is.
-    private func feedingWatchdog<T: Sendable>(for limit: Duration, _ work: @escaping @Sendable () async -> T) async -> T? {
-        guard let period = notifier.watchdogPeriod else { return await work() }
+    /// `nil` limit: no watchdog to feed.
+    private func feedingWatchdog<T: Sendable>(for limit: Duration?, _ work: @escaping @Sendable () async -> T) async -> T? {
+        guard let limit, let period = notifier.watchdogPeriod else { return await work() }
         let notifier = notifier
         return await withTaskGroup(of: T?.self) { group in
             group.addTask { await work() }
@@ -351,19 +304,14 @@ final class ProbeService: Service {
         }
     }
 
-    /// Records a transition durably first, then publishes the verdict and remembers it.
-    /// While the state flaps, per-flip rows give way to one flapping event (see `FlapDetector`).
-    /// `settled`: the flap detector's tick when the caller already took it.
-    private func settle(probe: ProbeResult?, transition: Transition?, settled alreadySettled: Transition?? = nil) async {
+    /// Records what the loop decided, durably first, then publishes the verdict and remembers
+    /// it. While the state flaps, per-flip rows give way to one flapping event (see `FlapDetector`).
+    private func settle(_ recording: ProbeLoop.Recording) async {
         var recorded = false
         var announcements: [HealthEvent] = []
-        var decision: FlapDetector.Decision?
-        if let transition { decision = flaps.withLock { $0.transition(transition) } }
-        let state = machine.withLock { $0.state }
-        let settled = alreadySettled ?? flaps.withLock { $0.tick(at: Date(), state: state, newID: UUID()) }
         // Saved with the events below, in the same spool transaction.
-        let memory = self.memory
-        if let transition, let decision {
+        let memory = recording.memory
+        if let transition = recording.transition, let decision = recording.decision {
             switch decision {
             case .record(let transition):
                 announcements += await recorder.record(recorder.event(for: transition), memory: memory)
@@ -376,7 +324,7 @@ final class ProbeService: Service {
                 store.update { $0.deliveries[transition.id] = .suppressed }
             }
         }
-        if let settled {
+        if let settled = recording.settled {
             announcements += await recorder.record(recorder.event(for: settled), memory: memory)
             store.update { $0.append(settled, limit: transitionHistoryLimit) }
             log(settled)
@@ -385,17 +333,13 @@ final class ProbeService: Service {
         if !recorded { await recorder.retry(memory: memory) }
         // Durable first (above), then everywhere else: the status socket, then alert log and
         // journal.
-        publish(probe: probe, transition: transition)
+        publish(probe: recording.probe, transition: recording.transition)
         for event in announcements { await recorder.announce(event) }
         await recorder.remember(memory)
     }
 
-    private var memory: DaemonMemory {
-        DaemonMemory(health: machine.withLock { $0.memory }, flaps: flaps.withLock { $0.memory })
-    }
-
     private func publish(probe: ProbeResult?, transition: Transition?) {
-        let machineCopy = machine.withLock { $0 }
+        let machineCopy = state.withLock { $0.loop.machine }
         var distanceNotice: DistanceMeter.Notice?
         store.update { snapshot in
             snapshot.update(from: machineCopy)
@@ -425,7 +369,10 @@ final class ProbeService: Service {
         case nil:
             break
         }
-        if probe?.serverTimeouts == .setLocal, saidStartupOptionsRefused.withLock({ said in defer { said = true }; return !said }) {
+        if probe?.serverTimeouts == .setLocal, state.withLock({ state in
+            defer { state.saidStartupOptionsRefused = true }
+            return !state.saidStartupOptionsRefused
+        }) {
             logger.warning(
                 "the server refused the daemon's startup options (a pooler in front, such as PgBouncer): connecting without them until the next reload, with statement_timeout and lock_timeout set per probe by SET LOCAL",
                 metadata: ["server_timeouts": "set-local"]
@@ -455,19 +402,5 @@ final class ProbeService: Service {
             "database \(transition.to.rawValue) (was \(transition.from.rawValue)): \(transition.message)",
             metadata: metadata
         )
-    }
-
-    /// What `systemctl status` shows: state, reason, last latency and spool depth, on one line.
-    func statusLine() -> String {
-        let snapshot = store.read()
-        var line = "database \(snapshot.state.rawValue)"
-        if let probe = snapshot.lastProbe {
-            line += probe.ok
-                ? "; last probe ok in \(FixedPoint.format(probe.latency.fractionalMilliseconds, places: 1)) ms"
-                : "; last probe \(probe.reasonText) during \(probe.failure?.phase.rawValue ?? "?")"
-        }
-        line += "; \(snapshot.spool.pending) events spooled"
-        if snapshot.spool.degradedReason != nil { line += "; spool DEGRADED (\(snapshot.spool.inMemory) in memory)" }
-        return line
     }
 }

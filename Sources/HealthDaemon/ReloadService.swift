@@ -1,3 +1,4 @@
+import FoundationEssentials
 import HealthCore
 import Logging
 import PostgresProbe
@@ -25,6 +26,7 @@ public struct LoadedConfiguration: Sendable {
 final class ReloadService: Service {
     private let load: @Sendable () -> Result<LoadedConfiguration, ConfigurationError>
     private let current: MutexBox<DaemonConfiguration>
+    private let environment: [String: String]
     private let probe: ProbeService
     private let delivery: EventDeliveryService
     private let alertLog: AlertLog
@@ -34,13 +36,14 @@ final class ReloadService: Service {
 
     init(
         load: @escaping @Sendable () -> Result<LoadedConfiguration, ConfigurationError>, initial: DaemonConfiguration,
-        probe: ProbeService, delivery: EventDeliveryService, alertLog: AlertLog, store: StatusStore,
+        environment: [String: String], probe: ProbeService, delivery: EventDeliveryService, alertLog: AlertLog, store: StatusStore,
         notifier: SystemdNotifier, logger: Logger
     ) {
         self.alertLog = alertLog
         self.store = store
         self.load = load
         self.current = MutexBox(initial)
+        self.environment = environment
         self.probe = probe
         self.delivery = delivery
         self.notifier = notifier
@@ -50,7 +53,7 @@ final class ReloadService: Service {
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
             // Before the first READY=1, systemd is still waiting for start-up: no reload protocol.
-            let started = probe.hasReported.withLock { $0 }
+            let started = probe.hasReported
             if started { notifier.reloading() }
             switch reload() {
             case .success(let summary):
@@ -61,7 +64,7 @@ final class ReloadService: Service {
                 if started {
                     notifier.ready(status: "reload failed, previous configuration in force: \(error)")
                     // The loop puts its own line back at the next probe.
-                    probe.forceStatus.withLock { $0 = true }
+                    probe.resendStatus()
                 }
             }
         }
@@ -90,10 +93,10 @@ final class ReloadService: Service {
             )))
         }
         // A new prober every time: the kept session is closed on reload, whatever changed.
-        let prober = target.map { PostgresProber(target: $0, configuration: new) }
+        let prober = target.map { PostgresProber(target: $0, configuration: new, environment: environment) }
         probe.apply(new, prober: prober)
         delivery.setWriter(eventsTarget.map {
-            EventTableWriter(target: $0, configuration: new, environment: ProcessInfo.processInfo.environment, prober: prober)
+            EventTableWriter(target: $0, configuration: new, environment: environment, prober: prober)
         })
         current.withLock { $0 = new }
 
@@ -129,5 +132,3 @@ final class ReloadService: Service {
         return .success(changes.isEmpty ? "none" : changes.joined(separator: "; "))
     }
 }
-
-import FoundationEssentials

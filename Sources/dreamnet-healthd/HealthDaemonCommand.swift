@@ -275,7 +275,8 @@ enum Main {
         do {
             let daemon = try await Daemon.make(
                 configuration: configuration, databaseURLSource: layers.source(of: .databaseURL),
-                eventsURLSource: layers.source(of: .eventsDatabaseURL), logger: logger, metrics: metrics,
+                eventsURLSource: layers.source(of: .eventsDatabaseURL), environment: environment,
+                logger: logger, metrics: metrics,
                 reload: {
                     // The same flags, the config file and environment read anew.
                     Result { () throws(ConfigurationError) in

@@ -1,0 +1,279 @@
+import struct FoundationEssentials.Date
+import struct FoundationEssentials.UUID
+
+/// The probe loop's decisions: when to probe, what a result means, what to record, when to tell
+/// systemd, and when to sleep to. Pure: it is handed every input, instant and id it uses, and
+/// returns what to do; the adapter (`ProbeService`) does it and reports back.
+///
+/// The schedule is fixed-rate: probes start one `interval` apart, whatever each took, which is
+/// what makes the detection bound hold (a fault is seen by the `fall`-th probe after it, within
+/// `DaemonConfiguration.detectionBound`). A probe that overruns the interval delays the next
+/// one, which then starts at once; none run concurrently.
+///
+/// Every input returns a list of actions whose last one is what the adapter waits on:
+/// `.sleep` (then `wake`), `.probe` (then `probeFinished` or `probeCancelled`) or `.record`
+/// (then `recorded`). The ones before it are done at once, in order.
+public struct ProbeLoop: Sendable {
+    public typealias Instant = ContinuousClock.Instant
+
+    /// What a reload may change.
+    public struct Settings: Sendable, Equatable {
+        public var interval: Duration
+        /// The longest one probe may take; `nil` when no database is configured.
+        public var longestProbe: Duration?
+        public var thresholds: HealthStateMachine.Thresholds
+        public var flaps: FlapDetector.Settings
+
+        public init(interval: Duration, longestProbe: Duration?, thresholds: HealthStateMachine.Thresholds, flaps: FlapDetector.Settings) {
+            self.interval = interval
+            self.longestProbe = longestProbe
+            self.thresholds = thresholds
+            self.flaps = flaps
+        }
+
+        public init(_ configuration: DaemonConfiguration, probing: Bool) {
+            self.init(
+                interval: configuration.interval, longestProbe: probing ? configuration.longestProbe : nil,
+                thresholds: .init(fall: configuration.fall, rise: configuration.rise),
+                flaps: .init(threshold: configuration.flapThreshold, window: configuration.flapWindow)
+            )
+        }
+    }
+
+    /// The moment an input happened, on both clocks: the monotonic one for the schedule, the
+    /// wall clock for the records.
+    public struct Now: Sendable, Equatable {
+        public var monotonic: Instant
+        public var wall: Date
+
+        public init(monotonic: Instant, wall: Date) {
+            self.monotonic = monotonic
+            self.wall = wall
+        }
+    }
+
+    /// What to record for one tick, decided here and done by the adapter: durably first, then
+    /// published, announced, and the memory saved.
+    public struct Recording: Sendable, Equatable {
+        /// `nil` for a tick with nothing to probe.
+        public var probe: ProbeResult?
+        /// The state machine's transition, if the result changed the state.
+        public var transition: Transition?
+        /// What the flap detector made of `transition`.
+        public var decision: FlapDetector.Decision?
+        /// The flap detector's settled transition: flapping ended in a state other than the
+        /// one the table last heard of.
+        public var settled: Transition?
+        /// Saved with the events, in the same spool transaction.
+        public var memory: DaemonMemory
+    }
+
+    /// What systemd is told about the status line.
+    public enum StatusNotice: Sendable, Equatable {
+        /// The first verdict: READY=1 with the line.
+        case ready(String)
+        case status(String)
+    }
+
+    public enum Action: Sendable, Equatable {
+        /// Start a probe now. While it runs, feed the watchdog for at most `feedWatchdogFor`
+        /// (`nil`: there is no watchdog): a probe that hangs past its bound must end in a restart.
+        /// A result of an older `generation` (a reload came meanwhile) is not counted.
+        case probe(generation: Int, feedWatchdogFor: Duration?)
+        /// Record this, feeding the watchdog for at most `feedWatchdogFor`; then `recorded`.
+        case record(Recording, feedWatchdogFor: Duration?)
+        /// A result that changes nothing and leaves nothing to record: publish it only.
+        case publish(ProbeResult)
+        /// Render the status line and pass it to `statusNotice`.
+        case reportStatus
+        case pingWatchdog
+        /// Sleep until this instant, or until a reload signals; then `wake`.
+        case sleep(until: Instant)
+    }
+
+    /// Longest the recording of one result (spool fsyncs, alert log, journal) may take before
+    /// the watchdog is left to fire: a stuck disk or journal must end in a restart.
+    public static let settleLimit = Duration.seconds(30)
+
+    /// A line that differs from the last one sent only in the last probe's latency is sent at
+    /// most this often: otherwise every probe would wake systemd.
+    public static let statusRefresh = Duration.seconds(10)
+
+    /// How much shorter than the watchdog period a probe must be for steady ticks to run
+    /// without the watchdog fed during the probe.
+    public static let watchdogMargin = Duration.milliseconds(500)
+
+    public private(set) var machine: HealthStateMachine
+    public private(set) var flaps: FlapDetector
+    public private(set) var settings: Settings
+    /// Bumped by every reload.
+    public private(set) var generation = 0
+    /// The half of the watchdog's period at which it is pinged; `nil` without a watchdog.
+    public let watchdogPeriod: Duration?
+    /// Set once READY=1 has been asked for: a reload before that must not send READY=1 early.
+    public private(set) var hasReported = false
+
+    /// When the current or next probe is (was) due.
+    private var nextStart: Instant
+    private var lastPing: Instant
+    /// A reload came: the next probe starts at once, whatever the loop is doing.
+    private var dueNow = false
+    private var lastStatus: (text: String, line: StatusLine, sentAt: Instant)?
+    private var forceStatus = false
+
+    public init(
+        settings: Settings, remembered: DaemonMemory?, watchdogPeriod: Duration?, at now: Instant
+    ) {
+        self.settings = settings
+        self.watchdogPeriod = watchdogPeriod
+        self.machine = HealthStateMachine(thresholds: settings.thresholds, restoring: remembered?.health)
+        self.flaps = FlapDetector(settings: settings.flaps, restoring: remembered?.flaps)
+        self.nextStart = now
+        self.lastPing = now
+    }
+
+    /// What the spool saves with each event.
+    public var memory: DaemonMemory { DaemonMemory(health: machine.memory, flaps: flaps.memory) }
+
+    /// Whether steady ticks may run start to end without the watchdog fed during a probe: a
+    /// probe must end well within one watchdog period. Not before the first verdict, which
+    /// sends READY=1.
+    public var mayTickWithoutFeeding: Bool {
+        guard hasReported, let longest = settings.longestProbe else { return false }
+        return watchdogPeriod.map { longest + Self.watchdogMargin < $0 } ?? true
+    }
+
+    // MARK: Inputs
+
+    /// The loop starts. `splay`: start the schedule this far in (a random offset within one
+    /// interval, see `DaemonConfiguration.splay`); not used when there is nothing to probe,
+    /// whose verdict is given at once.
+    public mutating func start(at now: Now, splay: Duration?, newID: () -> UUID) -> [Action] {
+        nextStart = now.monotonic
+        lastPing = now.monotonic
+        if let splay, settings.longestProbe != nil, splay > .zero {
+            nextStart = now.monotonic + splay
+            return [sleepAction(at: now.monotonic)]
+        }
+        return tick(at: now, newID: newID)
+    }
+
+    /// The sleep ended: its time came, or a reload signalled.
+    public mutating func wake(at now: Now, newID: () -> UUID) -> [Action] {
+        var actions: [Action] = []
+        if watchdogDue(at: now.monotonic) { actions.append(ping(at: now.monotonic)) }
+        if dueNow || now.monotonic >= nextStart { return actions + tick(at: now, newID: newID) }
+        actions.append(sleepAction(at: now.monotonic))
+        return actions
+    }
+
+    /// A probe ended with a verdict. `recorderHasWork`: whether the recorder holds events to
+    /// retry or state to save for this memory, which makes even a quiet tick a recording one.
+    public mutating func probeFinished(
+        _ result: ProbeResult, generation probed: Int, at now: Now, recorderHasWork: (DaemonMemory) -> Bool,
+        newID: () -> UUID
+    ) -> [Action] {
+        // A reload changed the target or settings meanwhile: this result is about the old
+        // ones. Probe again at once.
+        guard probed == generation else { return tick(at: now, newID: newID) }
+        let transition = machine.probeFinished(result, at: now.wall, newID: newID())
+        let recording = decide(probe: result, transition: transition, at: now.wall, newID: newID)
+        if recording.transition == nil, recording.settled == nil, !recorderHasWork(recording.memory) {
+            return [.publish(result)] + tickEnded(at: now.monotonic)
+        }
+        return [.record(recording, feedWatchdogFor: watchdogPeriod.map { _ in Self.settleLimit })]
+    }
+
+    /// The recording asked for by `.record` is done.
+    public mutating func recorded(at now: Now) -> [Action] {
+        tickEnded(at: now.monotonic)
+    }
+
+    /// A reload: the next probe uses these settings, at once.
+    public mutating func reload(_ new: Settings, at now: Instant) {
+        generation += 1
+        machine.thresholds = new.thresholds
+        if flaps.settings != new.flaps { flaps = FlapDetector(settings: new.flaps, restoring: flaps.memory) }
+        settings = new
+        dueNow = true
+    }
+
+    /// What to tell systemd about the rendered status line, if anything. `connected`: whether
+    /// there is a systemd to tell (outside it, nothing is sent, and a forced line waits).
+    public mutating func statusNotice(for line: StatusLine, at now: Instant, connected: Bool) -> StatusNotice? {
+        let text = line.text
+        guard hasReported, let last = lastStatus else {
+            hasReported = true
+            lastStatus = (text, line, now)
+            return .ready(text)
+        }
+        guard connected else { return nil }
+        let changed = last.text != text && (!last.line.equalsIgnoringLatency(line) || now - last.sentAt >= Self.statusRefresh)
+        if changed { lastStatus = (text, line, now) }
+        let forced = forceStatus
+        forceStatus = false
+        return changed || forced ? .status(text) : nil
+    }
+
+    /// After a reload's READY=1 that carried its own STATUS text: the loop's line is sent again
+    /// at the next report, changed or not.
+    public mutating func resendStatus() {
+        forceStatus = true
+    }
+
+    // MARK: Decisions
+
+    /// One tick: a probe, or the not-configured verdict.
+    private mutating func tick(at now: Now, newID: () -> UUID) -> [Action] {
+        nextStart = now.monotonic
+        dueNow = false
+        guard let longest = settings.longestProbe else {
+            // Nothing to probe: a state of its own, recorded once; every tick still records,
+            // which retries what the recorder holds.
+            let transition = machine.targetUnconfigured(at: now.wall, newID: newID())
+            let recording = decide(probe: nil, transition: transition, at: now.wall, newID: newID)
+            return [.record(recording, feedWatchdogFor: watchdogPeriod.map { _ in Self.settleLimit })]
+        }
+        guard watchdogPeriod != nil else { return [.probe(generation: generation, feedWatchdogFor: nil)] }
+        // A fed probe is fed one period after its start: pinged at the start, no gap is longer.
+        let fresh = mayTickWithoutFeeding || lastPing == now.monotonic ? [] : [ping(at: now.monotonic)]
+        return fresh + [.probe(generation: generation, feedWatchdogFor: longest)]
+    }
+
+    private mutating func ping(at now: Instant) -> Action {
+        lastPing = now
+        return .pingWatchdog
+    }
+
+    /// What the flap detector makes of a transition, and its tick.
+    private mutating func decide(probe: ProbeResult?, transition: Transition?, at wall: Date, newID: () -> UUID) -> Recording {
+        let decision = transition.map { flaps.transition($0) }
+        let settled = flaps.tick(at: wall, state: machine.state, newID: newID())
+        return Recording(probe: probe, transition: transition, decision: decision, settled: settled, memory: memory)
+    }
+
+    /// The end of a tick: the status, the watchdog, and the sleep to the next probe.
+    private mutating func tickEnded(at now: Instant) -> [Action] {
+        var actions: [Action] = [.reportStatus]
+        if watchdogPeriod != nil { actions.append(ping(at: now)) }
+        // Fixed rate; at once when the probe overran the interval, or a reload came meanwhile.
+        nextStart = dueNow ? now : max(nextStart + settings.interval, now)
+        actions.append(sleepAction(at: now))
+        return actions
+    }
+
+    /// Timers may fire a little early (a poll timeout rounds to milliseconds): within this of
+    /// the ping's time counts as due, so an early wake does not sleep again for a moment.
+    static let timerSlack = Duration.milliseconds(10)
+
+    private func watchdogDue(at now: Instant) -> Bool {
+        guard let period = watchdogPeriod else { return false }
+        return now + Self.timerSlack >= lastPing + period
+    }
+
+    /// To the next probe, waking in time to ping the watchdog when the interval is longer.
+    private func sleepAction(at now: Instant) -> Action {
+        guard let period = watchdogPeriod else { return .sleep(until: nextStart) }
+        return .sleep(until: min(nextStart, lastPing + period))
+    }
+}
