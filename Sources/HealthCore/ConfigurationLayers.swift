@@ -21,6 +21,25 @@ public struct ConfigurationLayers: Sendable {
     /// Credential files the daemon reads, if present.
     public static let credentialNames = ["database-url", "events-database-url", "database-password"]
 
+    /// What a credential file's text means.
+    public enum Credential: Sendable, Equatable {
+        case value(String)
+        /// Not a value: the unit's note for a file that is absent (see `credential(named:text:)`).
+        case note(String)
+    }
+
+    /// Reads a credential file's text. Files often end in a newline (LF or CRLF, which Swift
+    /// counts as one character) the secret does not contain. A connection-string credential that starts with `#` is a note, not a value: the
+    /// unit sets one with `SetCredential=` as the fallback systemd uses when the file named by
+    /// `LoadCredential=` is absent (without a fallback the service would not start at all). No
+    /// connection string starts with `#`; a password may, so passwords are never notes.
+    public static func credential(named name: String, text: String) -> Credential {
+        let value = String(text.trimmingSuffix(while: \.isNewline))
+        guard name != "database-password", value.hasPrefix("#") else { return .value(value) }
+        let note = value.drop(while: { $0 == "#" || $0 == " " })
+        return .note(note.isEmpty ? "absent" : String(note))
+    }
+
     /// Records a flag's value, if it was given.
     public mutating func setFlag(_ key: ConfigKey, _ value: String?) {
         guard let value else { return }
@@ -85,16 +104,9 @@ public struct ConfigurationLayers: Sendable {
         if let password = credentials["database-password"], !password.isEmpty {
             config.databasePassword = password
         }
-        if let value = value(.interval) {
-            // Each probe is a new backend: more than 10 a second would load the server it watches.
-            config.interval = try duration(.interval, value, minimum: .milliseconds(100))
-        }
-        if let value = value(.timeout) {
-            config.timeout = try duration(.timeout, value, minimum: .milliseconds(10), maximum: .seconds(60))
-        }
-        if let value = value(.connectTimeout) {
-            config.connectTimeout = try duration(.connectTimeout, value, minimum: .milliseconds(10), maximum: .seconds(60))
-        }
+        if let value = value(.interval) { config.interval = try duration(.interval, value) }
+        if let value = value(.timeout) { config.timeout = try duration(.timeout, value) }
+        if let value = value(.connectTimeout) { config.connectTimeout = try duration(.connectTimeout, value) }
         if let value = value(.fall) { config.fall = try count(.fall, value) }
         if let value = value(.rise) { config.rise = try count(.rise, value) }
         if let value = value(.socket) {
@@ -143,18 +155,14 @@ public struct ConfigurationLayers: Sendable {
             config.httpListen = address
         }
         if let value = value(.flapThreshold) { config.flapThreshold = try count(.flapThreshold, value) }
-        if let value = value(.flapWindow) {
-            config.flapWindow = try duration(.flapWindow, value, minimum: .seconds(1))
-        }
+        if let value = value(.flapWindow) { config.flapWindow = try duration(.flapWindow, value) }
         if let value = value(.probeConnection) {
             guard let mode = ProbeConnection(rawValue: value.text.trimmed().lowercased()) else {
                 throw invalid(.probeConnection, value, "must be fresh or session, got \(quoted(value))")
             }
             config.probeConnection = mode
         }
-        if let value = value(.freshEvery) {
-            config.freshEvery = try duration(.freshEvery, value, minimum: .seconds(1), maximum: .seconds(3_600))
-        }
+        if let value = value(.freshEvery) { config.freshEvery = try duration(.freshEvery, value) }
         if let value = value(.splay) { config.splay = try boolean(.splay, value) }
         if let value = value(.serverTimeouts) { config.serverTimeouts = try boolean(.serverTimeouts, value) }
         if let value = value(.logLevel) {
@@ -187,9 +195,10 @@ public struct ConfigurationLayers: Sendable {
         return value
     }
 
-    private func duration(
-        _ key: ConfigKey, _ value: SourcedValue, minimum: Duration, maximum: Duration = .seconds(86_400)
-    ) throws(ConfigurationError) -> Duration {
+    /// A duration within the key's range (`ConfigKey.Setting.range`).
+    private func duration(_ key: ConfigKey, _ value: SourcedValue) throws(ConfigurationError) -> Duration {
+        guard let range = key.setting.range else { preconditionFailure("\(key.rawValue) is not a duration") }
+        let (minimum, maximum) = (range.lowerBound, range.upperBound)
         let parsed: Duration
         do {
             parsed = try HumanDuration.parse(value.text)

@@ -93,32 +93,6 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public static func stalenessBound(interval: Duration, longestProbe: Duration) -> Duration { interval * 2 + longestProbe }
 }
 
-/// The keys of the config file; each has a matching `--flag` with `_` written as `-`.
-public enum ConfigKey: String, Sendable, CaseIterable {
-    case databaseURL = "database_url"
-    case interval
-    case timeout
-    case connectTimeout = "connect_timeout"
-    case fall
-    case rise
-    case socket
-    case requireDatabase = "require_database"
-    case logLevel = "log_level"
-    case stateDirectory = "state_dir"
-    case eventsDatabaseURL = "events_database_url"
-    case spoolLimit = "spool_limit"
-    case alertLog = "alert_log"
-    case httpListen = "http_listen"
-    case flapThreshold = "flap_threshold"
-    case flapWindow = "flap_window"
-    case probeConnection = "probe_connection"
-    case freshEvery = "fresh_every"
-    case splay
-    case serverTimeouts = "server_timeouts"
-
-    public var flag: String { "--" + rawValue.replacing("_", with: "-") }
-}
-
 /// How much the daemon logs; the names are swift-log's.
 public enum LogLevel: String, Sendable, CaseIterable {
     case trace, debug, info, notice, warning, error, critical

@@ -53,3 +53,12 @@ public enum FixedPoint {
         return "\(sign)\(whole)." + String(repeating: "0", count: places - digits.count) + digits
     }
 }
+
+extension StringProtocol {
+    /// Without the trailing characters that match.
+    public func trimmingSuffix(while matches: (Character) -> Bool) -> SubSequence {
+        var end = endIndex
+        while end > startIndex, matches(self[index(before: end)]) { end = index(before: end) }
+        return self[..<end]
+    }
+}

@@ -100,32 +100,16 @@ final class ReloadService: Service {
         })
         current.withLock { $0 = new }
 
-        var changes: [String] = []
-        if old.databaseURL != new.databaseURL || old.databasePassword != new.databasePassword { changes.append("database") }
-        if old.effectiveEventsDatabaseURL != new.effectiveEventsDatabaseURL { changes.append("events database") }
-        if old.interval != new.interval { changes.append("interval \(HumanDuration.format(new.interval))") }
-        if old.timeout != new.timeout { changes.append("timeout \(HumanDuration.format(new.timeout))") }
-        if old.connectTimeout != new.connectTimeout { changes.append("connect_timeout \(HumanDuration.format(new.connectTimeout))") }
-        if old.fall != new.fall || old.rise != new.rise { changes.append("fall \(new.fall), rise \(new.rise)") }
-        if old.requireDatabase != new.requireDatabase { changes.append("require_database \(new.requireDatabase)") }
-        if old.flapThreshold != new.flapThreshold || old.flapWindow != new.flapWindow { changes.append("flap detection") }
-        if old.probeConnection != new.probeConnection || old.freshEvery != new.freshEvery {
-            changes.append("probe_connection \(new.probeConnection.rawValue)"
-                + (new.probeConnection == .session ? ", fresh_every \(HumanDuration.format(new.freshEvery))" : ""))
-        }
-        if old.serverTimeouts != new.serverTimeouts { changes.append("server_timeouts \(new.serverTimeouts)") }
-        var atRestart: [String] = []
-        if old.splay != new.splay { atRestart.append("splay") }
-        if old.socketPath != new.socketPath { atRestart.append("socket") }
-        if old.stateDirectory != new.stateDirectory { atRestart.append("state_dir") }
-        if old.alertLogPath != new.alertLogPath {
+        let changed = new.changedKeys(from: old)
+        if changed.contains(.alertLog) {
             alertLog.move(to: new.alertLogPath)
             store.update { $0.alertLogPath = new.alertLogPath }
-            changes.append("alert_log \(new.alertLogPath)")
         }
-        if old.spoolLimit != new.spoolLimit { atRestart.append("spool_limit") }
-        if old.logLevel != new.logLevel { atRestart.append("log_level") }
-        if old.httpListen != new.httpListen { atRestart.append("http_listen") }
+        // Connection strings by name only: they may hold a password.
+        let changes = changed.filter { $0.setting.reload == .atOnce }.map { key in
+            key.setting.isSecret ? key.rawValue : "\(key.rawValue) \(new.text(of: key) ?? "unset")"
+        }
+        let atRestart = changed.filter { $0.setting.reload == .atRestart }.map(\.rawValue)
         if !atRestart.isEmpty {
             logger.warning("these settings take effect at the next restart", metadata: ["settings": "\(atRestart.joined(separator: ", "))"])
         }

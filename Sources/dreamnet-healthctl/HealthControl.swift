@@ -14,8 +14,7 @@ struct HealthControl: ParsableCommand {
             Exit codes: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown (daemon unreachable, \
             still starting, or its last report is stale).
             """,
-        // scripts/package checks that this is DaemonVersion.current (Sources/HealthDaemon/Version.swift).
-        version: "0.1.0",
+        version: DaemonVersion.current,
         // Each names itself (`commandName`): a name derived from the type costs a reflection
         // of it at every start.
         subcommands: [Status.self, Probe.self, Wait.self, Events.self, Alerts.self]

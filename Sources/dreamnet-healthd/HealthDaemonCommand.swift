@@ -22,168 +22,85 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Config file (postgresql.conf style).", valueName: "path"))
     var config: String?
 
-    @Option(name: .customLong("database-url"), help: ArgumentHelp("libpq URL or key=value connection string.", valueName: "url"))
+    // One option per `ConfigKey`; their help, value names and defaults come from the key.
+    @Option(name: .customLong(ConfigKey.databaseURL.flagName), help: ConfigKey.databaseURL.argumentHelp)
     var databaseURL: String?
-
-    @Option(help: ArgumentHelp("Time between probe starts (default 2s).", valueName: "duration"))
+    @Option(name: .customLong(ConfigKey.interval.flagName), help: ConfigKey.interval.argumentHelp)
     var interval: String?
-
-    @Option(help: ArgumentHelp("Hard deadline for the answer to SELECT 1 on an open connection (default 1s).", valueName: "duration"))
+    @Option(name: .customLong(ConfigKey.timeout.flagName), help: ConfigKey.timeout.argumentHelp)
     var timeout: String?
-
-    @Option(help: ArgumentHelp("Consecutive failures before unhealthy (default 2).", valueName: "n"))
-    var fall: String?
-
-    @Option(help: ArgumentHelp("Consecutive successes before healthy (default 2).", valueName: "n"))
-    var rise: String?
-
-    @Option(help: ArgumentHelp("Status socket path (default \(DaemonConfiguration.defaultSocketPath)).", valueName: "path"))
-    var socket: String?
-
-    @Flag(inversion: .prefixedNo, help: "Answer /health with 503 when no database is configured.")
-    var requireDatabase: Bool?
-
-    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Spool and saved state (default $STATE_DIRECTORY or \(DaemonConfiguration.defaultStateDirectory)).", valueName: "path"))
-    var stateDirectory: String?
-
-    @Option(name: .customLong("events-database-url"), help: ArgumentHelp("Where system_events rows go (default: the probed database).", valueName: "url"))
-    var eventsDatabaseURL: String?
-
-    @Option(name: .customLong("spool-limit"), help: ArgumentHelp("Most events kept while the events database is unreachable (default 100000).", valueName: "n"))
-    var spoolLimit: String?
-
-    @Option(name: .customLong("alert-log"), help: ArgumentHelp("Alert log, one JSON line per event (default $LOGS_DIRECTORY/alerts.log or \(DaemonConfiguration.defaultAlertLogPath)).", valueName: "path"))
-    var alertLog: String?
-
-    @Option(name: .customLong("http-listen"), help: ArgumentHelp("Also serve the read-only endpoints over TCP (off by default).", valueName: "host:port"))
-    var httpListen: String?
-
-    @Option(name: .customLong("flap-threshold"), help: ArgumentHelp("More transitions than this within the flap window is flapping (default 6).", valueName: "n"))
-    var flapThreshold: String?
-
-    @Option(name: .customLong("flap-window"), help: ArgumentHelp("Flap detection window, and how long the state must hold to end flapping (default 5m).", valueName: "duration"))
-    var flapWindow: String?
-
-    @Option(name: .customLong("probe-connection"), help: ArgumentHelp("session: routine probes on a kept connection, a fresh one at least every --fresh-every; fresh: a new connection every probe (default session).", valueName: "mode"))
-    var probeConnection: String?
-
-    @Option(name: .customLong("connect-timeout"), help: ArgumentHelp("Hard deadline for opening a new connection: DNS, TCP, TLS and authentication (default 2s).", valueName: "duration"))
+    @Option(name: .customLong(ConfigKey.connectTimeout.flagName), help: ConfigKey.connectTimeout.argumentHelp)
     var connectTimeout: String?
-
-    @Option(name: .customLong("fresh-every"), help: ArgumentHelp("Session mode: open a fresh connection at least this often (default 30s).", valueName: "duration"))
+    @Option(name: .customLong(ConfigKey.fall.flagName), help: ConfigKey.fall.argumentHelp)
+    var fall: String?
+    @Option(name: .customLong(ConfigKey.rise.flagName), help: ConfigKey.rise.argumentHelp)
+    var rise: String?
+    @Option(name: .customLong(ConfigKey.socket.flagName), help: ConfigKey.socket.argumentHelp)
+    var socket: String?
+    @Flag(name: .customLong(ConfigKey.requireDatabase.flagName), inversion: .prefixedNo, help: ConfigKey.requireDatabase.argumentHelp)
+    var requireDatabase: Bool?
+    @Option(name: .customLong(ConfigKey.stateDirectory.flagName), help: ConfigKey.stateDirectory.argumentHelp)
+    var stateDirectory: String?
+    @Option(name: .customLong(ConfigKey.eventsDatabaseURL.flagName), help: ConfigKey.eventsDatabaseURL.argumentHelp)
+    var eventsDatabaseURL: String?
+    @Option(name: .customLong(ConfigKey.spoolLimit.flagName), help: ConfigKey.spoolLimit.argumentHelp)
+    var spoolLimit: String?
+    @Option(name: .customLong(ConfigKey.alertLog.flagName), help: ConfigKey.alertLog.argumentHelp)
+    var alertLog: String?
+    @Option(name: .customLong(ConfigKey.httpListen.flagName), help: ConfigKey.httpListen.argumentHelp)
+    var httpListen: String?
+    @Option(name: .customLong(ConfigKey.flapThreshold.flagName), help: ConfigKey.flapThreshold.argumentHelp)
+    var flapThreshold: String?
+    @Option(name: .customLong(ConfigKey.flapWindow.flagName), help: ConfigKey.flapWindow.argumentHelp)
+    var flapWindow: String?
+    @Option(name: .customLong(ConfigKey.probeConnection.flagName), help: ConfigKey.probeConnection.argumentHelp)
+    var probeConnection: String?
+    @Option(name: .customLong(ConfigKey.freshEvery.flagName), help: ConfigKey.freshEvery.argumentHelp)
     var freshEvery: String?
-
-    @Flag(inversion: .prefixedNo, help: "Start the probe schedule at a random offset within one interval (default on).")
+    @Flag(name: .customLong(ConfigKey.splay.flagName), inversion: .prefixedNo, help: ConfigKey.splay.argumentHelp)
     var splay: Bool?
-
-    @Flag(name: .customLong("server-timeouts"), inversion: .prefixedNo, help: "Pass the answer deadline to the server as statement_timeout and lock_timeout: in the startup packet, or by SET LOCAL once a pooler refused that (default on).")
+    @Flag(name: .customLong(ConfigKey.serverTimeouts.flagName), inversion: .prefixedNo, help: ConfigKey.serverTimeouts.argumentHelp)
     var serverTimeouts: Bool?
-
-    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, notice, warning, error or critical (default info).", valueName: "level"))
+    @Option(name: .customLong(ConfigKey.logLevel.flagName), help: ConfigKey.logLevel.argumentHelp)
     var logLevel: String?
 
-    /// Layers defaults, the config file, DATABASE_URL and the flags; with them, the notes of
-    /// credentials systemd could not load, for the log ("credential database-url: absent:
-    /// /etc/dreamnet-healthd/database-url does not exist").
+    /// The value given for `key`'s flag, as the config file would spell it. Exhaustive: a key
+    /// without a flag does not compile.
+    func flagValue(_ key: ConfigKey) -> String? {
+        switch key {
+        case .databaseURL: databaseURL
+        case .interval: interval
+        case .timeout: timeout
+        case .connectTimeout: connectTimeout
+        case .fall: fall
+        case .rise: rise
+        case .socket: socket
+        case .requireDatabase: requireDatabase.map { $0 ? "on" : "off" }
+        case .logLevel: logLevel
+        case .stateDirectory: stateDirectory
+        case .eventsDatabaseURL: eventsDatabaseURL
+        case .spoolLimit: spoolLimit
+        case .alertLog: alertLog
+        case .httpListen: httpListen
+        case .flapThreshold: flapThreshold
+        case .flapWindow: flapWindow
+        case .probeConnection: probeConnection
+        case .freshEvery: freshEvery
+        case .splay: splay.map { $0 ? "on" : "off" }
+        case .serverTimeouts: serverTimeouts.map { $0 ? "on" : "off" }
+        }
+    }
+
+    /// Layers defaults, the config file, the credentials, DATABASE_URL and the flags.
     func layers(environment: [String: String]) throws(ConfigurationError) -> (layers: ConfigurationLayers, credentialNotes: [String]) {
-        var layers = ConfigurationLayers(environment: environment)
-        var credentialNotes: [String] = []
-        // systemd writes credentials 0440 with an ACL; libpq would refuse such a file as a
-        // passfile, so the daemon reads them itself.
-        if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
-            for name in ConfigurationLayers.credentialNames {
-                let path = directory + "/" + name
-                guard access(path, F_OK) == 0 else { continue }
-                switch Self.readTextFile(path) {
-                case .success(let text):
-                    // Credential files often end in a newline the secret does not contain.
-                    let value = String(text.trimmingSuffix(while: { $0 == "\n" || $0 == "\r" }))
-                    // The unit's fallback for a missing file (see credentialNote): unset.
-                    if let note = Self.credentialNote(name: name, value: value) {
-                        credentialNotes.append("credential \(name): \(note)")
-                        continue
-                    }
-                    layers.credentials[name] = value
-                case .failure(let reason):
-                    throw ConfigurationError(
-                        code: .unreadableFile, key: nil, source: "credential \(name)",
-                        message: "cannot read \(path): \(reason.reason)"
-                    )
-                }
-            }
-        }
-        // Flags first: a config file error is scrubbed of the passwords they hold.
-        layers.setFlag(.databaseURL, databaseURL)
-        layers.setFlag(.interval, interval)
-        layers.setFlag(.timeout, timeout)
-        layers.setFlag(.fall, fall)
-        layers.setFlag(.rise, rise)
-        layers.setFlag(.socket, socket)
-        layers.setFlag(.requireDatabase, requireDatabase.map { $0 ? "true" : "false" })
-        layers.setFlag(.logLevel, logLevel)
-        layers.setFlag(.stateDirectory, stateDirectory)
-        layers.setFlag(.eventsDatabaseURL, eventsDatabaseURL)
-        layers.setFlag(.spoolLimit, spoolLimit)
-        layers.setFlag(.alertLog, alertLog)
-        layers.setFlag(.httpListen, httpListen)
-        layers.setFlag(.flapThreshold, flapThreshold)
-        layers.setFlag(.flapWindow, flapWindow)
-        layers.setFlag(.probeConnection, probeConnection)
-        layers.setFlag(.freshEvery, freshEvery)
-        layers.setFlag(.connectTimeout, connectTimeout)
-        layers.setFlag(.splay, splay.map { $0 ? "true" : "false" })
-        layers.setFlag(.serverTimeouts, serverTimeouts.map { $0 ? "true" : "false" })
-        if let config {
-            let text: String
-            switch Self.readTextFile(config) {
-            case .success(let contents): text = contents
-            case .failure(let reason):
-                throw ConfigurationError(
-                    code: .unreadableFile, key: nil, source: "--config", message: "cannot read \(config): \(reason.reason)"
-                )
-            }
-            try layers.parseFile(text, path: config)
-        }
-        return (layers, credentialNotes)
+        var flags: [ConfigKey: String] = [:]
+        for key in ConfigKey.allCases { flags[key] = flagValue(key) }
+        return try ConfigurationSources.layers(flags: flags, configPath: config, environment: environment)
     }
+}
 
-    /// A connection-string credential that starts with `#` is a note, not a value: the unit
-    /// sets one with `SetCredential=` as the fallback systemd uses when the file named by
-    /// `LoadCredential=` is absent (without a fallback the service would not start at all).
-    /// No connection string starts with `#`; a password may, so passwords are never notes.
-    static func credentialNote(name: String, value: String) -> String? {
-        guard name != "database-password", value.hasPrefix("#") else { return nil }
-        let note = value.drop(while: { $0 == "#" || $0 == " " })
-        return note.isEmpty ? "absent" : String(note)
-    }
-
-    /// The whole file as UTF-8, or the reason it cannot be read (strerror's words).
-    private static func readTextFile(_ path: String) -> Result<String, ReadFailure> {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return .failure(ReadFailure(String(cString: strerror(errno)))) }
-        defer { close(descriptor) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16_384)
-        while true {
-            let count = read(descriptor, &chunk, chunk.count)
-            if count == 0 { break }
-            if count < 0 {
-                if errno == EINTR { continue }
-                return .failure(ReadFailure(String(cString: strerror(errno))))
-            }
-            bytes.append(contentsOf: chunk[..<count])
-            guard bytes.count <= 1 << 20 else { return .failure(ReadFailure("larger than 1 MiB")) }
-        }
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            return .failure(ReadFailure("not valid UTF-8"))
-        }
-        return .success(text)
-    }
-
-    struct ReadFailure: Error {
-        var reason: String
-        init(_ reason: String) { self.reason = reason }
-    }
+extension ConfigKey {
+    var argumentHelp: ArgumentHelp { ArgumentHelp(help, valueName: setting.valueName) }
 }
 
 @main
@@ -313,14 +230,5 @@ enum Main {
         let line = Array("dreamnet-healthd: \(message)\n".utf8)
         _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
         exit(code)
-    }
-}
-
-extension StringProtocol {
-    /// Without the trailing characters that match.
-    func trimmingSuffix(while matches: (Character) -> Bool) -> SubSequence {
-        var end = endIndex
-        while end > startIndex, matches(self[index(before: end)]) { end = index(before: end) }
-        return self[..<end]
     }
 }

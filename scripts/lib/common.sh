@@ -9,7 +9,7 @@
 # shift preloaded into the daemon). The managed-database tests start Debian's PgBouncer in
 # front of a cluster with TLS, whose certificates openssl makes.
 DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql curl logrotate systemd
-    strace faketime util-linux gcc pgbouncer openssl)
+    strace faketime util-linux gcc pgbouncer openssl prometheus)
 
 # Release builds link the Swift runtime and Foundation statically: the installed binaries need
 # no Swift toolchain on the machine, and the daemon maps less at run time. They are linked by
@@ -65,12 +65,16 @@ ensure_deps() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -q --no-install-recommends "${missing[@]}"
-        # The tests start PgBouncer themselves, on ports of their own; the packaged service
-        # (port 6432) is not wanted, here or in the containers booted from this root.
-        if [[ " ${missing[*]} " == *" pgbouncer "* ]]; then
-            "${sudo[@]}" systemctl stop pgbouncer >/dev/null 2>&1 || true
-            "${sudo[@]}" systemctl disable pgbouncer >/dev/null 2>&1 || true
-        fi
+        # The tests start PgBouncer themselves, on ports of their own, and want only
+        # Prometheus' promtool (for examples/): the packaged services (ports 6432, 9090) are
+        # not wanted, here or in the containers booted from this root.
+        local service
+        for service in pgbouncer prometheus; do
+            if [[ " ${missing[*]} " == *" $service "* ]]; then
+                "${sudo[@]}" systemctl stop "$service" >/dev/null 2>&1 || true
+                "${sudo[@]}" systemctl disable "$service" >/dev/null 2>&1 || true
+            fi
+        done
     fi
 
     # The toolchain is not a Debian package; it has to be installed already.
