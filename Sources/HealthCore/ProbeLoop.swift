@@ -153,7 +153,7 @@ public struct ProbeLoop: Sendable {
         lastPing = now.monotonic
         if let splay, settings.longestProbe != nil, splay > .zero {
             nextStart = now.monotonic + splay
-            return [sleepAction(at: now.monotonic)]
+            return [sleepAction()]
         }
         return tick(at: now, newID: newID)
     }
@@ -163,7 +163,7 @@ public struct ProbeLoop: Sendable {
         var actions: [Action] = []
         if watchdogDue(at: now.monotonic) { actions.append(ping(at: now.monotonic)) }
         if dueNow || now.monotonic >= nextStart { return actions + tick(at: now, newID: newID) }
-        actions.append(sleepAction(at: now.monotonic))
+        actions.append(sleepAction())
         return actions
     }
 
@@ -190,7 +190,7 @@ public struct ProbeLoop: Sendable {
     }
 
     /// A reload: the next probe uses these settings, at once.
-    public mutating func reload(_ new: Settings, at now: Instant) {
+    public mutating func reload(_ new: Settings) {
         generation += 1
         machine.thresholds = new.thresholds
         if flaps.settings != new.flaps { flaps = FlapDetector(settings: new.flaps, restoring: flaps.memory) }
@@ -258,7 +258,7 @@ public struct ProbeLoop: Sendable {
         if watchdogPeriod != nil { actions.append(ping(at: now)) }
         // Fixed rate; at once when the probe overran the interval, or a reload came meanwhile.
         nextStart = dueNow ? now : max(nextStart + settings.interval, now)
-        actions.append(sleepAction(at: now))
+        actions.append(sleepAction())
         return actions
     }
 
@@ -272,7 +272,7 @@ public struct ProbeLoop: Sendable {
     }
 
     /// To the next probe, waking in time to ping the watchdog when the interval is longer.
-    private func sleepAction(at now: Instant) -> Action {
+    private func sleepAction() -> Action {
         guard let period = watchdogPeriod else { return .sleep(until: nextStart) }
         return .sleep(until: min(nextStart, lastPing + period))
     }

@@ -63,7 +63,7 @@ final class ProbeService: Service {
     /// Applies a reloaded configuration: the next probe uses it, at once.
     func apply(_ configuration: DaemonConfiguration, prober: PostgresProber?) {
         state.withLock { state in
-            state.loop.reload(.init(configuration, probing: prober != nil), at: .now)
+            state.loop.reload(.init(configuration, probing: prober != nil))
             state.prober = prober
             state.saidStartupOptionsRefused = false
         }

@@ -74,7 +74,7 @@ struct LoopSimulator {
                 if let reload = reloads.first, reload.at <= wake {
                     reloads.removeFirst()
                     now = max(now, reload.at)
-                    loop.reload(reload.settings, at: instant)
+                    loop.reload(reload.settings)
                 } else {
                     now = max(now, wake)
                     // Out of test time, still asleep: taken up by the next run.
@@ -93,7 +93,7 @@ struct LoopSimulator {
                 while let reload = reloads.first, reload.at < end {
                     reloads.removeFirst()
                     now = max(now, reload.at)
-                    loop.reload(reload.settings, at: instant)
+                    loop.reload(reload.settings)
                 }
                 now = end
                 probes.append(Probe(start: start, end: end, generation: generation, ok: outcome.failure == nil))

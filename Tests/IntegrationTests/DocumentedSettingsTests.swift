@@ -87,7 +87,7 @@ import TestSupport
 
     @Test func theReloadSectionsNameTheKeysTheDaemonTreatsSo() throws {
         let manual = try text("man/dreamnet-healthd.conf.5")
-        let section = manual[manual.range(of: ".SH RELOAD")!.upperBound...].prefix { _ in true }
+        let section = manual[manual.range(of: ".SH RELOAD")!.upperBound...]
         let reload = String(section[..<(section.range(of: ".SH ")?.lowerBound ?? section.endIndex)])
         #expect(reload.contains("applied at once") && reload.contains(Self.keys(.atOnce) + "."), "conf(5) RELOAD: \(reload)")
         #expect(reload.contains("next restart") && reload.contains(Self.keys(.atRestart) + "."), "conf(5) RELOAD: \(reload)")

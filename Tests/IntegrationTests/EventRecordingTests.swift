@@ -153,7 +153,7 @@ import TestSupport
         let probed = try TestPostgres.start()
         let events = try TestPostgres.start()
         try events.psql("CREATE ROLE writer LOGIN")
-        try events.psql(EventTableSQL.create)
+        try events.psql(Examples.systemEventsSchema())
         try events.psql("GRANT SELECT, INSERT ON system_events TO writer")
         return (probed, events, "postgresql://writer@127.0.0.1:\(events.port)/postgres")
     }
@@ -203,7 +203,7 @@ import TestSupport
         try await daemon.flap(probed)
         let dropped = try #require(try await daemon.waitForSpool { $0.pending == 2 && $0.lastDeliveryError != nil })
         #expect(dropped.lastDeliveryError?.contains("system_events") == true)
-        try events.psql(EventTableSQL.create)
+        try events.psql(Examples.systemEventsSchema())
         try events.psql("GRANT SELECT, INSERT ON system_events TO writer")
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         #expect(try rows(events).map { "\($0[1])>\($0[2])" } == ["healthy>unhealthy", "unhealthy>healthy"])
@@ -382,19 +382,4 @@ import TestSupport
         #expect(spool.pending == 1)
         #expect(try cluster.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'system_events'") == "2")
     }
-}
-
-enum EventTableSQL {
-    /// The web app's schema, verbatim.
-    static let create = """
-        CREATE TABLE IF NOT EXISTS system_events (
-            id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-            event_type VARCHAR(100) NOT NULL,
-            source VARCHAR(100) NOT NULL,
-            severity VARCHAR(20) DEFAULT 'info',
-            payload JSONB NOT NULL,
-            timestamp TIMESTAMP DEFAULT NOW(),
-            metadata JSONB DEFAULT '{}'
-        )
-        """
 }

@@ -7,11 +7,29 @@ import TestSupport
 /// The files under examples/ work: the SQL runs against a table the daemon wrote and answers
 /// what its comment says, and the Prometheus rules name metrics the daemon serves. (promtool
 /// checks and unit-tests the rules themselves: scripts/check-examples.)
-@Suite(.serialized) struct ExamplesTests {
-    let root = packageRootDirectory()
+/// The files under examples/, for the tests that use them.
+enum Examples {
+    static func text(_ path: String) throws -> String {
+        try String(contentsOf: packageRootDirectory().appendingPathComponent("examples/" + path), encoding: .utf8)
+    }
 
-    func example(_ path: String) throws -> String {
-        try String(contentsOf: root.appendingPathComponent("examples/" + path), encoding: .utf8)
+    /// The web app's `system_events` table, as an operator would create it.
+    static func systemEventsSchema() throws -> String { try text("sql/system_events.sql") }
+}
+
+@Suite(.serialized) struct ExamplesTests {
+    func example(_ path: String) throws -> String { try Examples.text(path) }
+
+    /// The statement without comments, its final semicolon and its layout.
+    static func statement(_ sql: String) -> String {
+        sql.split(separator: "\n").filter { !$0.hasPrefix("--") }.joined(separator: " ")
+            .split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            .trimmingCharacters(in: CharacterSet(charactersIn: "; "))
+    }
+
+    /// The schema operators read is the one the daemon creates when the table is missing.
+    @Test func theSchemaIsTheOneTheDaemonCreates() throws {
+        #expect(Self.statement(try Examples.systemEventsSchema()) == Self.statement(EventTableWriter.createTable))
     }
 
     /// A transition as a daemon on `host` records it, `minutesAgo` before now.

@@ -1,6 +1,6 @@
 -- The system_events table, exactly the web application's schema. The daemon creates it when
--- it is missing and uses an existing one of this shape as it is (ExamplesTests writes to one
--- made by this file).
+-- it is missing with this very statement, and uses an existing one of this shape as it is
+-- (ExamplesTests holds the two to each other, and writes to a table made by this file).
 CREATE TABLE IF NOT EXISTS system_events (
     id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
     event_type VARCHAR(100) NOT NULL,

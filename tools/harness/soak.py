@@ -6,7 +6,12 @@ fault and rule is). Run by scripts/soak, which builds the daemon and starts the 
 """
 import json, os, random, signal, socket, statistics, subprocess, sys, threading, time
 
+from pathlib import Path
+
 from harness import memcurve, procmem
+
+# The web app's table, as examples/ gives it to operators (checked against the daemon's own).
+SYSTEM_EVENTS_SCHEMA = Path(__file__).resolve().parents[2] / "examples" / "sql" / "system_events.sql"
 
 daemon_bin, work, port, seconds, seed, pg_bin, server_opts = sys.argv[1:8]
 port, seconds, seed = int(port), int(seconds), int(seed)
@@ -533,15 +538,7 @@ def check_daemon_alive():
 # ---------------------------------------------------------------- the run
 
 def setup():
-    for sql in ("CREATE ROLE healthd LOGIN",
-                """CREATE TABLE IF NOT EXISTS system_events (
-                    id UUID PRIMARY KEY DEFAULT gen_random_uuid(),
-                    event_type VARCHAR(100) NOT NULL,
-                    source VARCHAR(100) NOT NULL,
-                    severity VARCHAR(20) DEFAULT 'info',
-                    payload JSONB NOT NULL,
-                    timestamp TIMESTAMP DEFAULT NOW(),
-                    metadata JSONB DEFAULT '{}')""",
+    for sql in ("CREATE ROLE healthd LOGIN", SYSTEM_EVENTS_SCHEMA.read_text(),
                 "GRANT SELECT, INSERT ON system_events TO healthd"):
         ok, out = psql(sql)
         if not ok:
