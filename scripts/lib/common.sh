@@ -82,119 +82,44 @@ ensure_deps() {
         die "swift not found on PATH; install a Swift 6 toolchain from https://www.swift.org/install/linux/ and add its usr/bin to PATH"
 }
 
-# Print the newest PostgreSQL server bin directory. pg_config --bindir is not
-# used because it belongs to libpq-dev and may name a directory without initdb.
-# PG_BINDIR, when already set to a directory with initdb, wins.
+# Print the PostgreSQL server bin directory (PG_BINDIR when it holds initdb, else the newest
+# under /usr/lib/postgresql): harness.cluster's choice, so the shell and Python agree.
 pg_bindir() {
-    if [[ -n ${PG_BINDIR:-} && -x ${PG_BINDIR}/initdb ]]; then
-        printf '%s\n' "$PG_BINDIR"
-        return 0
-    fi
-    local dirs=() d
-    for d in /usr/lib/postgresql/*/bin; do
-        [[ -x $d/initdb ]] && dirs+=("$d")
-    done
-    ((${#dirs[@]} > 0)) || die "no PostgreSQL server found under /usr/lib/postgresql (is the postgresql package installed?)"
-    printf '%s\n' "${dirs[@]}" | sort -V | tail -n 1
+    _harness harness.cluster bindir || die "no PostgreSQL server found"
 }
 
-# initdb and postgres refuse to run as root, so as root every PostgreSQL tool
-# runs as the postgres user; as anyone else it runs directly.
-_pg_as_owner() {
-    if is_root; then
-        runuser -u postgres -- "$@"
-    else
-        "$@"
-    fi
+# The throwaway cluster is tools/harness/cluster.py's, for the shell as for the Python drivers:
+# data in DIR/data, its socket in DIR/sock, its log in DIR/server.log, TCP on 127.0.0.1:PORT,
+# the superuser postgres with trust.
+_harness() {
+    PYTHONPATH=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../tools" && pwd) python3 -m "$@"
 }
 
-# Print a shell-quoted pg_ctl command line for a throwaway cluster, for
-# banners telling a person how to stop or restart it by hand.
+# Print the pg_ctl command line that starts or stops a throwaway cluster, for banners telling
+# a person how to do it by hand.
 # Usage: pg_ctl_cmdline DIR PORT start|stop
 pg_ctl_cmdline() {
-    local dir=$1 port=$2 action=$3 bindir cmd=()
-    bindir=$(pg_bindir) || return 1
-    if is_root; then
-        cmd+=(runuser -u postgres --)
-    fi
-    cmd+=("$bindir/pg_ctl" -D "$dir/data")
-    case $action in
-    start) cmd+=(-l "$dir/server.log" -w -t 30 -o "$(_pg_server_opts "$dir" "$port")" start) ;;
-    stop) cmd+=(-m fast -w stop) ;;
-    *) die "pg_ctl_cmdline: unknown action: $action" ;;
-    esac
-    local line
-    line=$(printf '%q ' "${cmd[@]}")
-    printf '%s\n' "${line% }"
+    _harness harness.cluster pg-ctl "$1" "$2" "$3"
 }
 
-_pg_server_opts() {
-    # TCP on loopback only; the socket lives in DIR so nothing touches
-    # /var/run/postgresql or the distro cluster. fsync off: data is disposable.
-    printf -- '-p %s -k %s -c listen_addresses=127.0.0.1 -c fsync=off' "$2" "$1/sock"
+# postgres's command-line options for a throwaway cluster in DIR on PORT (for pg_ctl -o).
+pg_server_options() {
+    _harness harness.cluster options "$1" "$2"
 }
 
-# Start a disposable PostgreSQL cluster: data in DIR/data, Unix socket in
-# DIR/sock, log in DIR/server.log, TCP on 127.0.0.1:PORT, user postgres with
-# trust authentication. DIR must be absolute or relative to the current dir.
+# Start a disposable PostgreSQL cluster in DIR on 127.0.0.1:PORT.
 # Usage: pg_throwaway_start DIR PORT
 pg_throwaway_start() {
     (($# == 2)) || die "usage: pg_throwaway_start DIR PORT"
-    local dir port=$2 bindir
-    dir=$(cd "$1" && pwd) || die "pg_throwaway_start: no such directory: $1"
-    bindir=$(pg_bindir) || return 1
-
-    mkdir -p "$dir/data" "$dir/sock"
-    : >"$dir/server.log"
-    if is_root; then
-        # mktemp -d makes 0700 directories; postgres must be able to enter DIR
-        # and own what it writes to.
-        chmod 0755 "$dir"
-        chown postgres:postgres "$dir/data" "$dir/sock" "$dir/server.log"
-        runuser -u postgres -- test -x "$dir" ||
-            die "pg_throwaway_start: user postgres cannot enter $dir (a parent directory is not traversable)"
-    fi
-    chmod 0700 "$dir/data"
-
-    # Run from DIR so the tools never start in a directory postgres cannot read.
-    if ! (cd "$dir" && _pg_as_owner "$bindir/initdb" -D "$dir/data" -U postgres -A trust \
-        -E UTF8 --locale=C.UTF-8 --no-sync) >"$dir/initdb.log" 2>&1; then
-        printf 'initdb failed; its output:\n' >&2
-        cat "$dir/initdb.log" >&2
-        return 1
-    fi
-
-    if ! (cd "$dir" && _pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" \
-        -w -t 30 -o "$(_pg_server_opts "$dir" "$port")" start) >"$dir/pg_ctl.log" 2>&1; then
-        printf 'PostgreSQL failed to start on port %s; pg_ctl said:\n' "$port" >&2
-        cat "$dir/pg_ctl.log" >&2
-        printf -- '--- %s ---\n' "$dir/server.log" >&2
-        cat "$dir/server.log" >&2
-        return 1
-    fi
+    _harness harness.cluster start "$1" "$2" >/dev/null
 }
 
-# Stop a cluster started by pg_throwaway_start. Safe to call from traps: it
-# does nothing when the cluster is not running, and never leaves it running.
+# Stop a cluster started by pg_throwaway_start. Safe to call from traps: it does nothing when
+# the cluster is not running, resumes a stopped postmaster, and never leaves it running.
 # Usage: pg_throwaway_stop DIR
 pg_throwaway_stop() {
     (($# == 1)) || die "usage: pg_throwaway_stop DIR"
-    local dir=$1 bindir pid
-    [[ -f $dir/data/postmaster.pid ]] || return 0
-    bindir=$(pg_bindir) || return 1
-    pid=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null || true)
-    # A postmaster suspended with kill -STOP (to simulate a hang) would never
-    # see the shutdown request.
-    if [[ $pid =~ ^[0-9]+$ ]]; then
-        kill -CONT "$pid" 2>/dev/null || true
-    fi
-    if ! (cd "$dir" && _pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop) >/dev/null 2>&1; then
-        # Fast shutdown timed out (stuck client?): immediate mode cannot.
-        (cd "$dir" && _pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop) >/dev/null 2>&1 || {
-            printf 'warning: could not stop PostgreSQL in %s\n' "$dir" >&2
-            return 1
-        }
-    fi
+    _harness harness.cluster stop "$1"
 }
 
 # Print a TCP port on 127.0.0.1 that is free right now (the kernel picks it).

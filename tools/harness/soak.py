@@ -2,20 +2,20 @@
 random, then the no-loss invariant and the memory rule are checked (scripts/soak says what each
 fault and rule is). Run by scripts/soak, which builds the daemon and starts the cluster:
 
-    python3 -m harness.soak DAEMON WORK PORT SECONDS SEED PG_BINDIR SERVER_OPTS
+    python3 -m harness.soak DAEMON WORK PORT SECONDS SEED PG_BINDIR
 """
 import json, os, random, signal, socket, statistics, subprocess, sys, threading, time
 
 from pathlib import Path
 
 from harness import memcurve, procmem
+from harness.cluster import Cluster
 
 # The web app's table, as examples/ gives it to operators (checked against the daemon's own).
 SYSTEM_EVENTS_SCHEMA = Path(__file__).resolve().parents[2] / "examples" / "sql" / "system_events.sql"
 
-daemon_bin, work, port, seconds, seed, pg_bin, server_opts = sys.argv[1:8]
+daemon_bin, work, port, seconds, seed, pg_bin = sys.argv[1:7]
 port, seconds, seed = int(port), int(seconds), int(seed)
-is_root = os.geteuid() == 0
 
 sock_path = f"{work}/status.sock"
 state_dir = f"{work}/state"
@@ -56,41 +56,21 @@ def violation(message):
 
 # ---------------------------------------------------------------- PostgreSQL
 
-def as_owner(cmd):
-    return (["runuser", "-u", "postgres", "--"] if is_root else []) + cmd
+# The cluster scripts/soak started (harness.cluster); the faults stop and start it again.
+cluster = Cluster(pg_bin, work, port)
 
 def psql(sql, timeout=15):
     """(ok, output) of one statement as the superuser, over TCP (trust)."""
-    cmd = [f"{pg_bin}/psql", "-X", "-q", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
-           "-p", str(port), "-U", "postgres", "-d", "postgres", "-c", sql]
-    env = dict(os.environ, PGCONNECT_TIMEOUT="5")
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=work)
-    except subprocess.TimeoutExpired:
-        return False, "psql timed out"
-    return out.returncode == 0, (out.stdout if out.returncode == 0 else out.stderr.strip())
-
-def pg_ctl(*args, timeout=90):
-    cmd = as_owner([f"{pg_bin}/pg_ctl", "-D", f"{work}/data", *args])
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=work)
-    except subprocess.TimeoutExpired:
-        return False, "pg_ctl timed out"
-    return out.returncode == 0, (out.stdout + out.stderr).strip()
+    return cluster.try_psql(sql, timeout=timeout)
 
 def db_start():
-    ok, out = pg_ctl("-l", f"{work}/server.log", "-w", "-t", "60", "-o", server_opts, "start")
-    return ok, out
+    return cluster.try_pg_ctl("start")
 
 def db_stop(mode):
-    return pg_ctl("-m", mode, "-w", "-t", "60", "stop")
+    return cluster.try_pg_ctl("stop", mode=mode)
 
 def postmaster_pid():
-    try:
-        with open(f"{work}/data/postmaster.pid") as f:
-            return int(f.readline())
-    except (OSError, ValueError):
-        return None
+    return cluster.postmaster_pid()
 
 # ---------------------------------------------------------------- status socket
 
