@@ -102,11 +102,6 @@ pg_ctl_cmdline() {
     _harness harness.cluster pg-ctl "$1" "$2" "$3"
 }
 
-# postgres's command-line options for a throwaway cluster in DIR on PORT (for pg_ctl -o).
-pg_server_options() {
-    _harness harness.cluster options "$1" "$2"
-}
-
 # Start a disposable PostgreSQL cluster in DIR on 127.0.0.1:PORT.
 # Usage: pg_throwaway_start DIR PORT
 pg_throwaway_start() {
