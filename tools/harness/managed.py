@@ -27,7 +27,8 @@ import tempfile
 import threading
 import time
 
-from harness import procmem, report
+from harness import cluster as cluster_tools, procmem, report
+from harness.cluster import as_owner, free_port
 from harness.daemon import Daemon
 
 MARKER = "bench-managed"
@@ -35,17 +36,6 @@ MARKER = "bench-managed"
 
 def log(message: str) -> None:
     print(f"managed: {message}", file=sys.stderr, flush=True)
-
-
-def as_owner(args: list[str]) -> list[str]:
-    """PostgreSQL's tools and PgBouncer refuse root: run them as `postgres` then."""
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def threads_cpu(pid: int) -> float:
@@ -92,32 +82,20 @@ class Certificates:
         self.authority = f"{directory}/ca.crt"
 
 
-class Cluster:
+class Cluster(cluster_tools.Cluster):
     """A throwaway cluster serving TLS, SCRAM for every TCP connection, trust on its socket."""
 
     password = "bench-scram-password"
 
     def __init__(self, pg_bin: str, directory: str, certificates: Certificates):
-        self.pg_bin, self.directory, self.port = pg_bin, directory, free_port()
-        self.data, self.sockets = f"{directory}/data", f"{directory}/sock"
-        os.makedirs(self.sockets)
-        if os.geteuid() == 0:
-            shutil.chown(directory, "postgres")
-            shutil.chown(self.sockets, "postgres")
-        subprocess.run(as_owner([f"{pg_bin}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync"]),
-                       check=True, capture_output=True, cwd=directory)
+        super().__init__(pg_bin, directory)
+        self.initdb()
         for name in ("server.crt", "server.key"):
-            shutil.copy(f"{certificates.directory}/{name}", f"{self.data}/{name}")
-            os.chmod(f"{self.data}/{name}", 0o600)
-            if os.geteuid() == 0:
-                shutil.chown(f"{self.data}/{name}", "postgres")
-        with open(f"{self.data}/postgresql.conf", "a") as conf:
-            conf.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nautovacuum = off\n")
+            self.install_file(f"{certificates.directory}/{name}", name)
+        self.configure({"ssl": "on", "ssl_cert_file": "'server.crt'", "ssl_key_file": "'server.key'", "autovacuum": "off"})
         with open(f"{self.data}/pg_hba.conf", "w") as hba:
             hba.write("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
-        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(as_owner([f"{pg_bin}/pg_ctl", "-D", self.data, "-l", f"{directory}/server.log", "-w", "-o", options,
-                                 "start"]), check=True, capture_output=True, cwd=directory)
+        self.start()
         self.psql(f"ALTER ROLE postgres PASSWORD '{self.password}'")
         self.authority = certificates.authority
 
@@ -125,14 +103,12 @@ class Cluster:
         query = f"sslmode={sslmode}&sslrootcert={self.authority}" + ("&channel_binding=require" if channel_binding else "")
         return f"postgresql://postgres:{self.password}@127.0.0.1:{port or self.port}/postgres?{query}"
 
-    def psql(self, sql: str) -> str:
-        out = subprocess.run([f"{self.pg_bin}/psql", "-X", "-A", "-t", "-h", self.sockets, "-p", str(self.port),
-                              "-U", "postgres", "-c", sql], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+    def psql(self, sql: str, **options) -> str:
+        """Over the Unix socket, where the superuser has trust (TCP asks for SCRAM)."""
+        return super().psql(sql, over_socket=True, **options)
 
     def postmaster(self) -> int:
-        with open(f"{self.data}/postmaster.pid") as pid:
-            return int(pid.readline())
+        return self.postmaster_pid()
 
     def account(self) -> None:
         """Puts the postmaster in a cpuacct cgroup of its own, where there is one to write: every
@@ -175,9 +151,8 @@ class Cluster:
             count += parent == self.postmaster() and b"127.0.0.1(" in title
         return count
 
-    def stop(self) -> None:
-        subprocess.run(as_owner([f"{self.pg_bin}/pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop"]),
-                       capture_output=True, cwd=self.directory)
+    def stop(self, mode: str = "immediate", timeout: int = 60) -> None:
+        self.try_pg_ctl("stop", mode=mode, timeout=timeout)
         if self.cgroup:
             try:
                 with open(f"{self.cgroup}/cgroup.procs") as procs:
