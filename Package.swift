@@ -9,6 +9,10 @@ let package = Package(
         .executable(name: "dreamnet-healthctl", targets: ["dreamnet-healthctl"]),
         // The benchmarks' load client (HTTP over a Unix socket); not installed, not part of the daemon.
         .executable(name: "dreamnet-loadgen", targets: ["dreamnet-loadgen"]),
+        // For the allocation benchmarks in Benchmarks/ (a package of its own); not installed.
+        .library(name: "HealthCore", targets: ["HealthCore"]),
+        .library(name: "EventSpool", targets: ["EventSpool"]),
+        .library(name: "HealthDaemon", targets: ["HealthDaemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -57,7 +57,7 @@ public final class DaemonMetrics: Sendable {
     }
 
     /// After every probe (or not-configured tick): counters, latency, state, spool.
-    func record(probe: ProbeResult?, transition: Transition?, snapshot: StatusSnapshot) {
+    public func record(probe: ProbeResult?, transition: Transition?, snapshot: StatusSnapshot) {
         if let probe {
             probes.increment()
             latency.recordNanoseconds(Int64(probe.latency.fractionalMilliseconds * 1_000_000))
@@ -77,7 +77,7 @@ public final class DaemonMetrics: Sendable {
 
     /// Gauges that follow the snapshot: refreshed at every scrape too, so deliveries between
     /// probes show at once.
-    func refresh(from snapshot: StatusSnapshot) {
+    public func refresh(from snapshot: StatusSnapshot) {
         for (state, gauge) in states { gauge.record(state == snapshot.state ? 1 : 0) }
         spoolPending.record(snapshot.spool.pending)
         spoolDropped.record(snapshot.spool.dropped)
