@@ -474,7 +474,7 @@ if want("steady"):
         daemon.stop()
     e_mem = memory(exporter_proc.pid)
     exporter_proc.terminate(); exporter_proc.wait(10)
-    # What the yardstick used to be: the same loop with no pause between probes.
+    # The yardstick the goal was first stated against: the same loop with no pause between probes.
     back_to_back = json.loads(subprocess.run([f"{work}/libpq-floor", floor_conninfo, "0", "2000"],
                                              capture_output=True, text=True).stdout)
 
