@@ -5,7 +5,7 @@ cluster and the libpq floor, then runs
 
     python3 -m harness.bench BIN_DIR WORK PORT PG_BINDIR STEADY_S LOAD_S COMMIT ONLY COST_S COST_INTERVAL
 """
-from harness import cluster as cluster_tools
+from harness import cluster as cluster_tools, statusclient
 from harness.cluster import Cluster
 import json, os, re, shutil, signal, socket, statistics, struct, subprocess, sys, threading, time, urllib.request
 
@@ -72,13 +72,7 @@ class Daemon:
             time.sleep(0.01)
 
     def get(self, path):
-        c = socket.socket(socket.AF_UNIX); c.settimeout(10); c.connect(self.sock)
-        c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := c.recv(65536):
-            data += chunk
-        c.close()
-        return data.split(b"\r\n\r\n", 1)[1]
+        return statusclient.get(self.sock, path)[1]
 
     def status(self):
         return json.loads(self.get("/status"))

@@ -9,7 +9,6 @@ user. From a shell:
     python3 -m harness.cluster start DIR [PORT]     # prints the port
     python3 -m harness.cluster stop DIR
     python3 -m harness.cluster pg-ctl DIR PORT start|stop   # the command line, for a person
-    python3 -m harness.cluster options DIR PORT     # postgres's options, for pg_ctl -o
     python3 -m harness.cluster bindir               # where initdb, pg_ctl and postgres are
 """
 from __future__ import annotations
@@ -151,10 +150,6 @@ class Cluster:
         if not ok:
             raise ClusterError(f"pg_ctl stop -m {mode} failed: {out}")
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def shut_down(self) -> bool:
         """Stops it whatever state it is in, for clean-up: resumes a SIGSTOPped postmaster first
         (it would never see the request), falls back to immediate mode; whether it stopped."""
@@ -187,9 +182,6 @@ class Cluster:
             return ""
 
     # ------------------------------------------------------------------ SQL
-
-    def url(self, user: str = "postgres", database: str = "postgres") -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}"
 
     def psql_command(self, sql: str, database: str = "postgres", over_socket: bool = False) -> list[str]:
         host = self.sockets if over_socket else "127.0.0.1"
@@ -235,7 +227,7 @@ class Cluster:
 
 def main(argv: list[str]) -> int:
     usage = ("usage: python3 -m harness.cluster start DIR [PORT] | stop DIR | pg-ctl DIR PORT start|stop"
-             " | options DIR PORT | bindir")
+             " | bindir")
     try:
         if len(argv) in (2, 3) and argv[0] == "start":
             cluster = Cluster.create(server_bin(), argv[1], int(argv[2]) if len(argv) == 3 else None)
@@ -243,9 +235,6 @@ def main(argv: list[str]) -> int:
             return 0
         if len(argv) == 2 and argv[0] == "stop":
             return 0 if Cluster(server_bin(), argv[1], 0).shut_down() else 1
-        if len(argv) == 3 and argv[0] == "options":
-            print(server_options(int(argv[2]), f"{os.path.abspath(argv[1])}/sock"))
-            return 0
         if len(argv) == 1 and argv[0] == "bindir":
             print(server_bin())
             return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
+
+from harness import statusclient
 
 
 class Daemon:
@@ -44,15 +45,7 @@ class Daemon:
 
     def get(self, path: str, timeout: float = 10) -> tuple[int, bytes]:
         """One request on a connection of its own: the status code and the body."""
-        with socket.socket(socket.AF_UNIX) as client:
-            client.settimeout(timeout)
-            client.connect(self.socket_path)
-            client.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-            reply = b""
-            while chunk := client.recv(65536):
-                reply += chunk
-        head, _, body = reply.partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), body
+        return statusclient.get(self.socket_path, path, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:

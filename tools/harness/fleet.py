@@ -4,8 +4,9 @@ daemon and starts the cluster, then runs
 
     python3 -m harness.fleet BIN_DIR WORK PORT PG_BINDIR SIZE SECONDS MODES COMMIT REPORT
 """
+from harness import statusclient
 from harness.cluster import Cluster
-import datetime, json, os, re, signal, socket, statistics, subprocess, sys, threading, time
+import datetime, json, os, re, signal, statistics, subprocess, sys, threading, time
 
 bin_dir, work, pg_port, pg_bin, size, seconds, modes, commit, report_path = sys.argv[1:10]
 pg_port, size, seconds, modes = int(pg_port), int(size), int(seconds), modes.split()
@@ -65,13 +66,8 @@ BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum laun
 def client_backends():
     """The postmaster's children that serve clients (starting ones included: a backend not yet
     past its start-up still has the postmaster's command line)."""
-    try:
-        pm = postmaster_pid()
-        children = open(f"/proc/{pm}/task/{pm}/children").read().split()
-    except (OSError, ValueError):
-        return []
     out = []
-    for child in children:
+    for child in cluster.children():
         try:
             title = open(f"/proc/{child}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
@@ -159,18 +155,6 @@ def most_at_once(sessions, t0, t1):
 # ---------------------------------------------------------------------------------------------
 # The fleet.
 
-def unix_get(sock, path, timeout=2.0):
-    c = socket.socket(socket.AF_UNIX); c.settimeout(timeout)
-    try:
-        c.connect(sock)
-        c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := c.recv(65536):
-            data += chunk
-    finally:
-        c.close()
-    return data.split(b"\r\n\r\n", 1)[1]
-
 class Daemon:
     def __init__(self, base, index):
         self.dir = f"{base}/d{index:03d}"
@@ -198,7 +182,7 @@ class Daemon:
 
     def status(self):
         try:
-            return json.loads(unix_get(self.sock, "/status"))
+            return json.loads(statusclient.get(self.sock, "/status", timeout=2.0)[1])
         except (OSError, ValueError, IndexError):
             return None
 

@@ -8,7 +8,7 @@ import json, os, random, signal, socket, statistics, subprocess, sys, threading,
 
 from pathlib import Path
 
-from harness import memcurve, procmem
+from harness import memcurve, procmem, statusclient
 from harness.cluster import Cluster
 
 # The web app's table, as examples/ gives it to operators (checked against the daemon's own).
@@ -76,29 +76,9 @@ def postmaster_pid():
 
 def http_get(path, timeout=3.0):
     """Body of GET path on the status socket, parsed as JSON; raises OSError/ValueError."""
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    c.settimeout(timeout)
-    try:
-        c.connect(sock_path)
-        c.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := c.recv(65536):
-            data += chunk
-    finally:
-        c.close()
-    head, sep, body = data.partition(b"\r\n\r\n")
-    if not sep:
-        raise ValueError("incomplete reply")
-    lines = head.split(b"\r\n")
-    if not lines[0].startswith(b"HTTP/1.1 200"):
-        raise ValueError(f"reply {lines[0]!r}")
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-            if len(body) < length:
-                raise ValueError("short body")
-            body = body[:length]
+    status, body = statusclient.get(sock_path, path, timeout)
+    if status != 200:
+        raise ValueError(f"reply {status}")
     return json.loads(body)
 
 # ---------------------------------------------------------------- the daemon
