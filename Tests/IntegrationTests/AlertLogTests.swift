@@ -11,8 +11,8 @@ import TestSupport
     /// Must-show 6: logrotate with `create` + SIGUSR1, then with `copytruncate`, while
     /// `dreamnet-healthctl alerts --follow` runs: no line lost or split; ids match the table.
     @Test func rotationUnderAFollowerLosesNoLine() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
         _ = try #require(try await daemon.waitFor(.healthy))
@@ -67,7 +67,7 @@ import TestSupport
     }
 
     @Test func anUnwritableAlertLogIsReportedAndMonitoringGoesOn() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(fast + ["--database-url", cluster.url, "--alert-log", "/proc/no-such-dir/alerts.log"])
         _ = try #require(try await daemon.waitFor(.healthy))
@@ -80,10 +80,10 @@ import TestSupport
     /// Must-show 5: the spool on a tiny full filesystem: degraded reported, no crash, nothing
     /// falsely called durable; once there is room, everything is stored and delivered.
     @Test func aFullDiskDegradesTheSpoolAndLosesNothing() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let state = try temporaryDirectory(prefix: "healthd-full").path
         // A private mount namespace with a 1 MiB tmpfs as the state directory.
         let daemon = try RunningDaemon(
@@ -110,7 +110,7 @@ import TestSupport
 
         // Room again: the held events are stored (in order) and delivered.
         try FileManager.default.removeItem(atPath: filler)
-        try events.start()
+        try await events.start()
         let spool = try await daemon.waitForSpool { $0.pending == 0 && !$0.degraded }
         #expect(spool?.degraded == false)
         #expect(spool?.inMemory == 0)
@@ -142,7 +142,7 @@ import TestSupport
     }
 
     @Test func everyTransitionReachesTheJournalWithItsFields() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let journal = try JournalCapture()
         let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url], launcher: journal.launcher)

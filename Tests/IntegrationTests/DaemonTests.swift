@@ -8,7 +8,7 @@ import TestSupport
     /// In fresh mode, which sees a frozen postmaster at the next probe (session mode sees it at
     /// the next fresh connection: `ProbeConnectionTests`).
     @Test func followsTheServerThroughOutagesAndFreezes() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
             ["--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "2", "--rise", "2", "--probe-connection", "fresh"],
@@ -21,7 +21,7 @@ import TestSupport
         #expect(try Binaries.healthctl(["--socket", daemon.socketPath, "status"]).status == 0)
         #expect(try await daemon.get("/health").status == 200)
 
-        try cluster.stop()
+        try await cluster.stop()
         _ = try #require(try await daemon.waitFor(.unhealthy))
         // A probe made while the server shuts down may end in a reset (network) or in 57P03; once
         // it is gone, every probe is refused.
@@ -32,7 +32,7 @@ import TestSupport
         #expect(ctl.status == 2)
         #expect(ctl.stdout.contains("refused"))
 
-        try cluster.start()
+        try await cluster.start()
         _ = try #require(try await daemon.waitFor(.healthy))
 
         try cluster.freeze()
@@ -96,7 +96,7 @@ import TestSupport
         #expect(unhealthy.lastProbe?.sqlstate == "28P01")
         // The transition is spooled (the database refuses the password) and announced.
         _ = try #require(try await daemon.waitForSpool { $0.pending == 1 && $0.lastDeliveryError != nil })
-        #expect(waitUntil(timeout: .seconds(5)) { journal.text().contains("DREAMNET_REASON=auth") })
+        #expect(await waitUntil(timeout: .seconds(5)) { journal.text().contains("DREAMNET_REASON=auth") })
 
         var outputs: [String] = []
         for uri in ["/status", "/events", "/health", "/metrics"] {
@@ -163,7 +163,7 @@ import TestSupport
         (["--no-splay", "--probe-connection", "fresh"], "partition"),
     ])
     func detectsFaultsWithinTheBoundWithDefaults(arguments: [String], fault: String) async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         // A path that goes silent: neither a kept session nor a new connection gets an answer.
         let path = try LatencyRelay(upstreamPort: cluster.port, delay: .zero)
@@ -182,7 +182,7 @@ import TestSupport
         try await Task.sleep(for: .milliseconds(Int.random(in: 0..<2_000)))
         let faultAt = ContinuousClock.now
         switch fault {
-        case "stop": try cluster.stop()
+        case "stop": try await cluster.stop()
         case "freeze": try cluster.freeze()
         default: path.setPartitioned(true)
         }
@@ -191,7 +191,7 @@ import TestSupport
         #expect(unhealthy != nil, "\(fault) not detected")
         #expect(detection <= bound, "\(fault) detected after \(detection), bound \(bound)")
         switch fault {
-        case "stop": try cluster.start()
+        case "stop": try await cluster.start()
         case "freeze": try cluster.thaw()
         default: path.setPartitioned(false)
         }

@@ -12,7 +12,7 @@ import TestSupport
     @Test func aNewConnectionCostsAboutSevenRoundTripsAndTheAnswerOne() async throws {
         let certificates = try TestCertificates.make()
         defer { certificates.destroy() }
-        let cluster = try TestPostgres.start(tls: certificates)
+        let cluster = try await TestPostgres.start(tls: certificates)
         defer { cluster.destroy() }
         let relay = try LatencyRelay(upstreamPort: cluster.port, delay: .milliseconds(25))
         defer { relay.close() }
@@ -52,7 +52,7 @@ import TestSupport
     func aDatabase150msAwayRaisesNoFalseAlarm(mode: ProbeConnection) async throws {
         let certificates = try TestCertificates.make()
         defer { certificates.destroy() }
-        let cluster = try TestPostgres.start(tls: certificates)
+        let cluster = try await TestPostgres.start(tls: certificates)
         defer { cluster.destroy() }
         let relay = try LatencyRelay(upstreamPort: cluster.port, delay: .milliseconds(75))
         defer { relay.close() }

@@ -26,10 +26,10 @@ import TestSupport
     /// Must-show 1: outage and flaps while the events database is down; every row appears once,
     /// in order, with its original timestamp and delivery = spooled.
     @Test func eventsSpooledDuringAnOutageAreReplayedInOrderOnce() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
         _ = try #require(try await daemon.waitFor(.healthy))
         for _ in 0..<3 { try await daemon.flap(probed) }
@@ -41,7 +41,7 @@ import TestSupport
         #expect(spool.pending == 7)
         #expect(spool.lastDeliveryError != nil)
 
-        try events.start()
+        try await events.start()
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         let table = try rows(events)
         let expected = recorded.reversed()
@@ -58,10 +58,10 @@ import TestSupport
     /// Must-show 2: kill -9 while events are spooled and the database is down; restart; every
     /// event exactly once.
     @Test func killNineWithASpoolLosesNothing() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let state = try temporaryDirectory(prefix: "healthd-state").path
         var first: RunningDaemon? = try RunningDaemon(
             fast + ["--database-url", probed.url, "--events-database-url", events.url], stateDirectory: state
@@ -77,7 +77,7 @@ import TestSupport
         let second = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url], stateDirectory: state)
         _ = try #require(try await second.waitFor(.healthy))
         #expect(try await second.status().spool?.pending == 3)
-        try events.start()
+        try await events.start()
         _ = try #require(try await second.waitForSpool { $0.pending == 0 })
         let ids = try rows(events).map { $0[0] }
         #expect(Set(ids) == Set(spooled))
@@ -89,17 +89,17 @@ import TestSupport
     /// Must-show 3: the daemon dies after the database committed a batch but before the spool
     /// forgot it; the replay inserts nothing twice.
     @Test func aKillBetweenCommitAndSpoolRemovalLeavesOneRowEach() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let state = try temporaryDirectory(prefix: "healthd-state").path
         let arguments = fast + ["--database-url", probed.url, "--events-database-url", events.url]
         var first: RunningDaemon? = try RunningDaemon(arguments, environment: ["DREAMNET_HEALTHD_FAULT": "exit-after-commit"], stateDirectory: state)
         _ = try #require(try await first?.waitFor(.healthy))
         try await first!.flap(probed)
         let spooled = try #require(try await first?.events()).map(\.id)
-        try events.start()
+        try await events.start()
         // The first delivery commits, then the daemon dies before removing the batch.
         #expect(first?.process.waitForExit(timeout: .seconds(30)) == 86)
         first = nil
@@ -120,7 +120,7 @@ import TestSupport
     @Test(arguments: [("exit-before-announce", Int32(87), false), ("exit-after-alert-line", Int32(88), false),
                       ("exit-after-alert-line", Int32(88), true)])
     func aCrashAroundTheAlertLineLosesAndRepeatsNothing(fault: String, status: Int32, rotated: Bool) async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let directory = try temporaryDirectory(prefix: "healthd-announce")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -213,10 +213,10 @@ import TestSupport
     /// fsync of the commit): after the restart each transition is in the table once, the alert
     /// log matches, and the chain of states is unbroken.
     @Test func killNineMidSpoolWriteLosesNothing() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let directory = try temporaryDirectory(prefix: "healthd-midwrite")
         defer { try? FileManager.default.removeItem(at: directory) }
         let state = directory.appendingPathComponent("state").path
@@ -230,15 +230,15 @@ import TestSupport
         ])
         defer { strace.terminate(timeout: .seconds(5)) }
         try await Task.sleep(for: .seconds(1))
-        try probed.stop()
+        try await probed.stop()
         #expect(first?.process.waitForExit(timeout: .seconds(15)) == 128 + SIGKILL)
         first = nil
 
         let second = try RunningDaemon(arguments, stateDirectory: state)
         _ = try #require(try await second.waitFor(.unhealthy))
-        try probed.start()
+        try await probed.start()
         _ = try #require(try await second.waitFor(.healthy))
-        try events.start()
+        try await events.start()
         _ = try #require(try await second.waitForSpool { $0.pending == 0 })
         let table = try rows(events)
         #expect(Set(table.map { $0[0] }).count == table.count)
@@ -250,7 +250,7 @@ import TestSupport
     /// Must-show 8, and the first start ever: `unknown → healthy` once; a restart in the same
     /// state adds no row.
     @Test func aRestartInAnUnchangedStateAddsNoRow() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let state = try temporaryDirectory(prefix: "healthd-state").path
         var first: RunningDaemon? = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url], stateDirectory: state)
@@ -273,8 +273,8 @@ import TestSupport
     /// Must-show 7: a flap storm gives a bounded number of rows, one flapping event, and the
     /// right final state.
     @Test func aFlapStormIsCoalesced() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
         let daemon = try RunningDaemon(quick + [
             "--database-url", probed.url, "--events-database-url", events.url,
@@ -283,9 +283,9 @@ import TestSupport
         _ = try #require(try await daemon.waitFor(.healthy))
         var toggles = 0
         for _ in 0..<25 {
-            try probed.stop()
+            try await probed.stop()
             try await Task.sleep(for: .milliseconds(450))
-            try probed.start()
+            try await probed.start()
             try await Task.sleep(for: .milliseconds(450))
             toggles += 2
         }
@@ -310,10 +310,10 @@ import TestSupport
     /// A full spool drops events, never silently: /status counts them, and once there is room a
     /// spool_overflow event records how many.
     @Test func aFullSpoolReportsItsDrops() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url, "--spool-limit", "2"])
         _ = try #require(try await daemon.waitFor(.healthy))
         try await daemon.flap(probed)
@@ -323,7 +323,7 @@ import TestSupport
         #expect(full.dropped == 3)
         #expect(try await daemon.events().filter { $0.delivery == "dropped" }.count == 3)
 
-        try events.start()
+        try await events.start()
         let spool = try #require(try await daemon.waitForSpool { $0.pending == 0 && $0.dropped == 0 })
         #expect(spool.dropped == 0)
         let overflow = try events.psql("SELECT payload->>'dropped' FROM system_events WHERE event_type = 'database.health.spool_overflow'")
@@ -335,7 +335,7 @@ import TestSupport
 
     /// A damaged spool file is moved aside, never deleted, and the daemon carries on.
     @Test func aCorruptSpoolIsMovedAsideAndTheDaemonRuns() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let state = try temporaryDirectory(prefix: "healthd-corrupt").path
         let garbage = Data((0..<65_536).map { _ in UInt8.random(in: 0...255) })
@@ -356,24 +356,24 @@ import TestSupport
 
     /// SIGTERM with events spooled and the database back: one last delivery before exit 0.
     @Test func shutdownDeliversWhatTheDatabaseWillTake() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
         _ = try #require(try await daemon.waitFor(.healthy))
         try await daemon.flap(probed)
         // Let the retry backoff grow, so that only the shutdown delivery can be in time.
         try await Task.sleep(for: .seconds(4))
         #expect(try await daemon.status().spool?.pending == 3)
-        try events.start()
+        try await events.start()
         #expect(daemon.process.terminate(timeout: .seconds(10)) == 0)
         #expect(try rows(events).count == 3)
     }
 
     /// An existing table of another shape is used as it is never: a clear error, nothing altered.
     @Test func aTableOfAnotherShapeIsLeftAlone() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         try cluster.psql("CREATE TABLE system_events (id uuid PRIMARY KEY, event_type text)")
         let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url])

@@ -44,7 +44,7 @@ enum Examples {
     }
 
     @Test func theFleetQueriesTellADatabaseIncidentFromAHosts() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         // The table as the example creates it: the daemon writes to it as it is.
         try cluster.psql(example("sql/system_events.sql"))
@@ -69,7 +69,7 @@ enum Examples {
     }
 
     @Test func theRulesNameMetricsTheDaemonServes() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
             ["--interval", "200ms", "--fall", "1", "--no-splay", "--probe-connection", "fresh"],
@@ -77,7 +77,7 @@ enum Examples {
         )
         _ = try await daemon.waitForStatus(timeout: .seconds(20)) { $0.state == "healthy" }
         // A failed probe, so that the failure counter has a series.
-        try cluster.stop()
+        try await cluster.stop()
         _ = try await daemon.waitForStatus(timeout: .seconds(20)) { $0.state == "unhealthy" }
         let exposition = String(decoding: try await daemon.get("/metrics").body, as: UTF8.self)
         let served = Set(exposition.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap {

@@ -19,7 +19,7 @@ import TestSupport
     /// at its deadline, in phase `query`; and it closed its connection (the backend, resumed,
     /// finds the client gone and exits).
     @Test func hungQueryOnAStoppedBackendEndsAtTheDeadline() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let interceptor = try SessionInterceptor(upstreamPort: cluster.port) { pid in kill(pid, SIGSTOP) }
         defer { interceptor.close() }
@@ -29,13 +29,13 @@ import TestSupport
         #expect(result.latency >= .milliseconds(990) && result.latency < .milliseconds(1_500), "\(result.latency)")
         let backend = try #require(interceptor.backends.first)
         kill(backend, SIGCONT)
-        #expect(waitUntil(timeout: .seconds(10)) { kill(backend, 0) != 0 }, "backend \(backend) still running")
+        #expect(await waitUntil(timeout: .seconds(10)) { kill(backend, 0) != 0 }, "backend \(backend) still running")
     }
 
     /// Row 4: a lock held on a catalog the first statement of a session could wait on
     /// (pg_namespace, as VACUUM FULL takes it): the probe does not wait on it.
     @Test func aCatalogLockDoesNotStopTheProbe() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let holder = try BackgroundProcess(
             cluster.binDirectory.appendingPathComponent("psql"),
@@ -45,7 +45,7 @@ import TestSupport
         defer { holder.terminate(timeout: .seconds(5)) }
         // Running pg_sleep means the lock is held. Seen in the backend's process title: a
         // query to the server could itself wait on the lock.
-        #expect(waitUntil(timeout: .seconds(10)) { cluster.backendTitles.contains { $0.hasSuffix(" SELECT") } })
+        #expect(await waitUntil(timeout: .seconds(10)) { cluster.backendTitles.contains { $0.hasSuffix(" SELECT") } })
         for _ in 0..<3 {
             let result = try await probe(cluster.url)
             #expect(result.ok, "\(String(describing: result.failure))")
@@ -55,7 +55,7 @@ import TestSupport
     /// Row 5: the backend is terminated (pg_terminate_backend) between connecting and the
     /// query: unhealthy with SQLSTATE 57P01, not a timeout.
     @Test func terminatedBackendIs57P01() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let interceptor = try SessionInterceptor(upstreamPort: cluster.port) { pid in
             _ = try? cluster.psql("SELECT pg_terminate_backend(\(pid))")
@@ -72,7 +72,7 @@ import TestSupport
 
     /// Row 23: the role's connection limit is reached (53300).
     @Test func tooManyConnectionsIs53300() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         try cluster.psql("CREATE ROLE limited LOGIN CONNECTION LIMIT 0")
         let result = try await probe("postgresql://limited@127.0.0.1:\(cluster.port)/postgres")
@@ -82,14 +82,14 @@ import TestSupport
 
     /// Row 23: the server is shutting down (smart shutdown waits for a session) (57P03).
     @Test func shuttingDownIs57P03() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let session = try BackgroundProcess(
             cluster.binDirectory.appendingPathComponent("psql"),
             ["-h", "127.0.0.1", "-p", "\(cluster.port)", "-U", "postgres", "-c", "SELECT pg_sleep(60)"]
         )
         defer { session.terminate(timeout: .seconds(5)) }
-        #expect(waitUntil(timeout: .seconds(10)) {
+        #expect(await waitUntil(timeout: .seconds(10)) {
             (try? cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")) == "1"
         })
         let postmaster = try #require(cluster.postmasterPID)
@@ -114,10 +114,10 @@ import TestSupport
     /// reports itself degraded and holds the events in memory; once fsync works again they are
     /// stored and delivered, each once, and the alert log matches the table.
     @Test func fsyncErrorsDegradeTheSpoolAndLoseNothing() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
         _ = try #require(try await daemon.waitFor(.healthy))
         let strace = try BackgroundProcess(URL(fileURLWithPath: "/usr/bin/strace"), [
@@ -134,7 +134,7 @@ import TestSupport
         #expect(degraded.inMemory == 2)
         #expect(strace.terminate(timeout: .seconds(5)) != nil)
 
-        try events.start()
+        try await events.start()
         _ = try #require(try await daemon.waitForSpool(timeout: .seconds(60)) { $0.pending == 0 && !$0.degraded && $0.inMemory == 0 })
         let table = try systemEventIDs(events)
         #expect(table.count == 3)
@@ -145,25 +145,25 @@ import TestSupport
     /// Row 24: the events database is another server. The probed one down, the events one up:
     /// transitions go straight in. The events one down, the probed one up: spooled, then replayed.
     @Test func eventsDatabaseAndProbedDatabaseFailApart() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
         let daemon = try RunningDaemon(fast + ["--database-url", probed.url, "--events-database-url", events.url])
         _ = try #require(try await daemon.waitFor(.healthy))
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
 
-        try probed.stop()
+        try await probed.stop()
         _ = try #require(try await daemon.waitFor(.unhealthy))
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         let direct = try events.psql("SELECT metadata->>'delivery' FROM system_events ORDER BY timestamp")
         #expect(direct.split(separator: "\n") == ["direct", "direct"])
         #expect(try await daemon.status().state == "unhealthy")
 
-        try events.stop()
-        try probed.start()
+        try await events.stop()
+        try await probed.start()
         _ = try #require(try await daemon.waitFor(.healthy))
         #expect(try await daemon.waitForSpool { $0.pending == 1 && $0.lastDeliveryError != nil } != nil)
-        try events.start()
+        try await events.start()
         _ = try #require(try await daemon.waitForSpool { $0.pending == 0 })
         let deliveries = try events.psql("SELECT metadata->>'delivery' || ':' || (payload->>'to') FROM system_events ORDER BY timestamp")
         #expect(deliveries.split(separator: "\n") == ["direct:healthy", "direct:unhealthy", "spooled:healthy"])
@@ -174,10 +174,10 @@ import TestSupport
     /// events database down the whole time, 30 flaps of the probed one. Every transition is
     /// spooled, replayed once and in order, and the alert log matches the table.
     @Test func aLongOutageWithFlapsLosesNothing() async throws {
-        let probed = try TestPostgres.start()
-        let events = try TestPostgres.start()
+        let probed = try await TestPostgres.start()
+        let events = try await TestPostgres.start()
         defer { probed.destroy(); events.destroy() }
-        try events.stop()
+        try await events.stop()
         let daemon = try RunningDaemon([
             "--interval", "100ms", "--timeout", "300ms", "--connect-timeout", "300ms", "--fall", "1", "--rise", "1", "--flap-threshold", "1000",
             "--database-url", probed.url, "--events-database-url", events.url,
@@ -188,7 +188,7 @@ import TestSupport
         #expect(spool.pending == 61)
         #expect(spool.dropped == 0)
 
-        try events.start()
+        try await events.start()
         _ = try #require(try await daemon.waitForSpool(timeout: .seconds(60)) { $0.pending == 0 })
         let table = try systemEventIDs(events)
         #expect(table.count == 61)
@@ -206,14 +206,14 @@ import TestSupport
     /// no-op and the daemon runs as usual.
     @Test(arguments: [nil, "/nonexistent/notify.sock", "not-a-path", "@"])
     func aMissingOrBogusNotifySocketIsHarmless(notifySocket: String?) async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
             ["--interval", "200ms", "--database-url", cluster.url],
             environment: notifySocket.map { ["NOTIFY_SOCKET": $0, "WATCHDOG_USEC": "600000"] } ?? [:]
         )
         _ = try #require(try await daemon.waitFor(.healthy))
-        try cluster.stop()
+        try await cluster.stop()
         _ = try #require(try await daemon.waitFor(.unhealthy))
         #expect(daemon.process.isRunning)
         #expect(daemon.process.terminate(timeout: .seconds(10)) == 0)
@@ -298,7 +298,7 @@ import TestSupport
         func shiftClock(by seconds: Int) throws { try "\(seconds)\n".write(to: shiftFile, atomically: true, encoding: .utf8) }
         try shiftClock(by: 0)
 
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(
             ["--interval", "200ms", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "2", "--rise", "2", "--database-url", cluster.url],
@@ -312,7 +312,7 @@ import TestSupport
             try shiftClock(by: shift)
             try await Task.sleep(for: .milliseconds(300))
             let faultAt = ContinuousClock.now
-            if fault { try cluster.stop() } else { try cluster.start() }
+            if fault { try await cluster.stop() } else { try await cluster.start() }
             let document = try #require(try await daemon.waitFor(fault ? .unhealthy : .healthy, timeout: bound))
             #expect(ContinuousClock.now - faultAt < bound)
             #expect(document.uptimeS >= 0 && document.uptimeS < 120, "uptime \(document.uptimeS)")

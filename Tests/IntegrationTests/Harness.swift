@@ -40,6 +40,45 @@ func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thro
     return try outcome.get()
 }
 
+/// `TestSupport.waitUntil` for async tests: between checks it sleeps the task, not the thread,
+/// so a test waiting seconds for a condition leaves the two cooperative threads to the suites
+/// running beside it. Conditions are quick reads (a file, a pid, a listener's messages).
+func waitUntil(
+    timeout: Duration,
+    poll: Duration = .milliseconds(50),
+    _ condition: () throws -> Bool
+) async rethrows -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: timeout)
+    while true {
+        if try condition() {
+            return true
+        }
+        let now = clock.now
+        if now >= deadline {
+            return false
+        }
+        try? await Task.sleep(for: min(poll, now.duration(to: deadline)))
+    }
+}
+
+/// The cluster's life cycle for async tests, each step on a thread of its own: `initdb` and a
+/// server's start or stop take a second or more on a busy machine, and would hold one of the
+/// two cooperative threads the suites share for as long.
+extension TestPostgres {
+    static func start(extraServerOptions: [String] = [], tls: TestCertificates? = nil) async throws -> TestPostgres {
+        try await offPool { try TestPostgres.start(extraServerOptions: extraServerOptions, tls: tls) }
+    }
+
+    func start() async throws {
+        try await offPool { try self.start() }
+    }
+
+    func stop() async throws {
+        try await offPool { try self.stop() }
+    }
+}
+
 /// A daemon running in the background on its own socket, stopped when the test ends.
 final class RunningDaemon {
     let process: BackgroundProcess
@@ -114,9 +153,9 @@ final class RunningDaemon {
 
     /// Takes the probed cluster down until the daemon says unhealthy, then up until healthy.
     func flap(_ cluster: TestPostgres) async throws {
-        try cluster.stop()
+        try await cluster.stop()
         guard try await waitFor(.unhealthy) != nil else { throw TestSupportError("no unhealthy verdict") }
-        try cluster.start()
+        try await cluster.start()
         guard try await waitFor(.healthy) != nil else { throw TestSupportError("no healthy verdict") }
     }
 

@@ -18,7 +18,7 @@ import TestSupport
     @Test func verifyFullWithSCRAMAndChannelBinding() async throws {
         let certificates = try TestCertificates.make()
         defer { certificates.destroy() }
-        let cluster = try TestPostgres.start(tls: certificates)
+        let cluster = try await TestPostgres.start(tls: certificates)
         defer { cluster.destroy() }
 
         let session = try prober(cluster.scramURL(), mode: .session)
@@ -45,9 +45,9 @@ import TestSupport
         let stranger = try TestCertificates.make()
         let misnamed = try TestCertificates.make(names: ["DNS:db.example.com"])
         defer { [certificates, stranger, misnamed].forEach { $0.destroy() } }
-        let cluster = try TestPostgres.start(tls: certificates)
+        let cluster = try await TestPostgres.start(tls: certificates)
         defer { cluster.destroy() }
-        let plain = try TestPostgres.start()
+        let plain = try await TestPostgres.start()
         defer { plain.destroy() }
 
         let unknownAuthority = try await probe(cluster.scramURL(rootCertificate: stranger.authorityFile))
@@ -59,7 +59,7 @@ import TestSupport
         #expect(missingRoot.failure?.reason == .tlsCertificate, "\(String(describing: missingRoot.failure))")
 
         // A server whose certificate names another host.
-        let wrongName = try TestPostgres.start(tls: misnamed)
+        let wrongName = try await TestPostgres.start(tls: misnamed)
         defer { wrongName.destroy() }
         let mismatch = try await probe(wrongName.scramURL(rootCertificate: misnamed.authorityFile))
         #expect(mismatch.failure?.reason == .tlsCertificate, "\(String(describing: mismatch.failure))")
@@ -80,7 +80,7 @@ import TestSupport
     @Test func throughPgBouncerAtTheDefaults() async throws {
         let certificates = try TestCertificates.make()
         defer { certificates.destroy() }
-        let cluster = try TestPostgres.start(tls: certificates)
+        let cluster = try await TestPostgres.start(tls: certificates)
         defer { cluster.destroy() }
         let bouncer = try TestPgBouncer.start(in: cluster, tls: certificates)
         defer { bouncer.stop() }
@@ -142,7 +142,7 @@ import TestSupport
     /// A pooled endpoint that relays PgBouncer's refusal under XX000, as a serverless proxy does:
     /// the probe connects again at once without its options, and keeps to that until replaced.
     @Test func aPooledEndpointsRefusalIsRetriedAtOnce() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let endpoint = try PooledEndpointStandIn(upstreamPort: cluster.port)
         defer { endpoint.close() }
@@ -177,7 +177,7 @@ import TestSupport
     /// server connections gone: the daemon holds one client connection at the pooler (its
     /// unfinished one) and the pooler no more than a few server connections for it.
     @Test func aLockBehindPgBouncerPilesUpNothing() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let bouncer = try TestPgBouncer.start(in: cluster)
         defer { bouncer.stop() }

@@ -24,7 +24,7 @@ import TestSupport
         #expect(hung.failure?.message.contains("no connection within 2000 ms") == true, "\(String(describing: hung.failure))")
         #expect(hung.latency >= .seconds(2) && hung.latency < .milliseconds(2_200), "\(hung.latency)")
 
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let interceptor = try SessionInterceptor(upstreamPort: cluster.port) { pid in kill(pid, SIGSTOP) }
         defer { interceptor.close() }
@@ -40,7 +40,7 @@ import TestSupport
     }
 
     @Test func healthyOverTCPAndTheUnixSocket() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
 
         let tcp = try await probe(cluster.url)
@@ -58,9 +58,9 @@ import TestSupport
     }
 
     @Test func stoppedServerIsRefused() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
-        try cluster.stop()
+        try await cluster.stop()
         let result = try await probe(cluster.url)
         #expect(result.failure?.reason == .refused)
         #expect(result.failure?.phase == .connect)
@@ -68,7 +68,7 @@ import TestSupport
     }
 
     @Test func frozenPostmasterTimesOutWithinTheDeadline() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         try cluster.freeze()
         let started = ContinuousClock.now
@@ -78,7 +78,9 @@ import TestSupport
         #expect(result.failure?.reason == .timeout)
         #expect(result.latency >= .milliseconds(990))
         #expect(result.latency < .milliseconds(1_200))
-        #expect(elapsed < .seconds(3))
+        // Seen from the caller, with this test process's own scheduling in it: a sanity bound,
+        // as for the listener that never answers below.
+        #expect(elapsed < .seconds(10))
         // Thawed, the same server answers again: the timed-out probe left nothing behind.
         #expect(try await probe(cluster.url).ok)
     }
@@ -148,9 +150,9 @@ import TestSupport
     }
 
     @Test func stoppedServerOnAUnixSocketIsRefusedAtOnce() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
-        try cluster.stop()
+        try await cluster.stop()
         let result = try #require(try await probe("host=\(cluster.socketDirectory) port=\(cluster.port) user=postgres"))
         #expect(result.failure?.reason == .refused)
         #expect(result.latency < .milliseconds(200))
@@ -165,7 +167,7 @@ import TestSupport
     }
 
     @Test func oneUnresolvableHostOfSeveralIsSkipped() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let result = try #require(try await probe("host=no-such-host.invalid,localhost port=\(cluster.port) user=postgres dbname=postgres"))
         #expect(result.ok, "\(String(describing: result.failure))")

@@ -7,7 +7,7 @@ import TestSupport
 /// The status socket under abuse: many clients, garbage, wrong requests.
 @Suite(.serialized) struct StatusSocketTests {
     @Test func manyClientsAndGarbageDoNotDisturbTheDaemon() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let interval = Duration.milliseconds(250)
         let daemon = try RunningDaemon(["--interval", "250ms"], environment: ["DATABASE_URL": cluster.url])
@@ -57,7 +57,7 @@ import TestSupport
     }
 
     @Test func metricsOnTheSocketAndOverTCP() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let port = freeTCPPort()
         let daemon = try RunningDaemon(["--interval", "200ms", "--database-url", cluster.url, "--http-listen", "127.0.0.1:\(port)"])
@@ -89,7 +89,7 @@ import TestSupport
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         limit.rlim_cur = max(limit.rlim_cur, min(limit.rlim_max, 4_096))
         setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let daemon = try RunningDaemon(["--interval", "250ms", "--database-url", cluster.url])
         _ = try #require(try await daemon.waitFor(.healthy))

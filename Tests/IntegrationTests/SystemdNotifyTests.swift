@@ -9,7 +9,7 @@ import TestSupport
 @Suite(.serialized) struct SystemdNotifyTests {
     @Test(arguments: [false, true])
     func readyStatusWatchdogAndStopping(abstract: Bool) async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let listener = try NotifyListener(abstract: abstract)
         defer { listener.close() }
@@ -17,7 +17,7 @@ import TestSupport
             ["--interval", "2s", "--timeout", "500ms", "--connect-timeout", "500ms", "--fall", "1", "--rise", "1", "--database-url", cluster.url],
             environment: ["NOTIFY_SOCKET": listener.address, "WATCHDOG_USEC": "600000"]
         )
-        #expect(waitUntil(timeout: .seconds(10)) { listener.messages.contains { $0.text.contains("READY=1") } })
+        #expect(await waitUntil(timeout: .seconds(10)) { listener.messages.contains { $0.text.contains("READY=1") } })
         let ready = try #require(listener.messages.first { $0.text.contains("READY=1") })
         #expect(ready.text.contains("STATUS=database healthy"))
         // READY comes after the first probe: the status socket already has a verdict.
@@ -34,9 +34,9 @@ import TestSupport
         #expect(gaps.allSatisfy { $0 < .milliseconds(450) }, "\(gaps)")
 
         // A down database changes STATUS and does not stop the pings.
-        try cluster.stop()
+        try await cluster.stop()
         _ = try #require(try await daemon.waitFor(.unhealthy))
-        #expect(waitUntil(timeout: .seconds(3)) { listener.messages.contains { $0.text.contains("STATUS=database unhealthy") } })
+        #expect(await waitUntil(timeout: .seconds(3)) { listener.messages.contains { $0.text.contains("STATUS=database unhealthy") } })
         let before = listener.messages.filter { $0.text == "WATCHDOG=1" }.count
         try await Task.sleep(for: .seconds(1))
         #expect(listener.messages.filter { $0.text == "WATCHDOG=1" }.count >= before + 3)
@@ -46,7 +46,7 @@ import TestSupport
     }
 
     @Test func aStalledProbeLoopStopsThePings() async throws {
-        let cluster = try TestPostgres.start()
+        let cluster = try await TestPostgres.start()
         defer { cluster.destroy() }
         let listener = try NotifyListener(abstract: false)
         defer { listener.close() }
@@ -57,7 +57,7 @@ import TestSupport
                 "DREAMNET_HEALTHD_FAULT": "stall-probe-loop-after=5",
             ]
         )
-        #expect(waitUntil(timeout: .seconds(10)) { listener.messages.contains { $0.text.contains("READY=1") } })
+        #expect(await waitUntil(timeout: .seconds(10)) { listener.messages.contains { $0.text.contains("READY=1") } })
         try await Task.sleep(for: .seconds(2))
         let count = listener.messages.filter { $0.text == "WATCHDOG=1" }.count
         try await Task.sleep(for: .seconds(1.5))
@@ -147,14 +147,14 @@ final class NotifyListener: Sendable {
             removing: ["DATABASE_URL"]
         )
         defer { activator.terminate(timeout: .seconds(5)) }
-        #expect(waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: path) })
+        #expect(await waitUntil(timeout: .seconds(5)) { FileManager.default.fileExists(atPath: path) })
         // The first connection starts the daemon, which answers it on the passed socket.
         // Generous: a debug build starting while the other suites run can be slow.
         let response = try await statusRequest("/health", socketPath: path, timeout: .seconds(30))
         #expect(response.status == 200)
         let health = try JSONDecoder().decode(HealthDocument.self, from: Data(response.body))
         #expect(health.service == "dreamnet-healthd")
-        #expect(waitUntil(timeout: .seconds(5)) { activator.output().contains("serving on the socket passed by systemd") })
+        #expect(await waitUntil(timeout: .seconds(5)) { activator.output().contains("serving on the socket passed by systemd") })
     }
 
     @Test func descriptorsNotMeantForItAreRefused() throws {
@@ -178,8 +178,8 @@ final class NotifyListener: Sendable {
 /// changes nothing.
 @Suite(.serialized) struct ReloadTests {
     @Test func reloadAppliesAGoodConfigurationAndRefusesABadOne() async throws {
-        let first = try TestPostgres.start()
-        let second = try TestPostgres.start()
+        let first = try await TestPostgres.start()
+        let second = try await TestPostgres.start()
         defer { first.destroy(); second.destroy() }
         let listener = try NotifyListener(abstract: false)
         defer { listener.close() }
@@ -189,14 +189,14 @@ final class NotifyListener: Sendable {
         try "interval = 2s\nfall = 1\nrise = 1\ndatabase_url = '\(first.url)'\n".write(to: config, atomically: true, encoding: .utf8)
         let daemon = try RunningDaemon(["--config", config.path], environment: ["NOTIFY_SOCKET": listener.address])
         _ = try #require(try await daemon.waitFor(.healthy))
-        #expect(waitUntil(timeout: .seconds(5)) { listener.messages.contains { $0.text.contains("READY=1") } })
+        #expect(await waitUntil(timeout: .seconds(5)) { listener.messages.contains { $0.text.contains("READY=1") } })
 
         // A new interval and a new database, applied at once.
-        try first.stop()
+        try await first.stop()
         try "interval = 300ms\nfall = 1\nrise = 1\ndatabase_url = '\(second.url)'\n".write(to: config, atomically: true, encoding: .utf8)
         let before = listener.messages.count
         daemon.process.signal(SIGHUP)
-        #expect(waitUntil(timeout: .seconds(5)) { listener.messages.dropFirst(before).contains { $0.text.contains("READY=1") } })
+        #expect(await waitUntil(timeout: .seconds(5)) { listener.messages.dropFirst(before).contains { $0.text.contains("READY=1") } })
         let afterReload = Array(listener.messages.dropFirst(before))
         let reloading = try #require(afterReload.firstIndex { $0.text.contains("RELOADING=1") })
         let ready = try #require(afterReload.firstIndex { $0.text.contains("READY=1") })
@@ -212,7 +212,7 @@ final class NotifyListener: Sendable {
         try "interval = soon\n".write(to: config, atomically: true, encoding: .utf8)
         let beforeBad = listener.messages.count
         daemon.process.signal(SIGHUP)
-        #expect(waitUntil(timeout: .seconds(5)) { listener.messages.dropFirst(beforeBad).contains { $0.text.contains("READY=1") } })
+        #expect(await waitUntil(timeout: .seconds(5)) { listener.messages.dropFirst(beforeBad).contains { $0.text.contains("READY=1") } })
         #expect(listener.messages.dropFirst(beforeBad).contains { $0.text.contains("STATUS=reload failed") && $0.text.contains("interval") })
         #expect(try await daemon.status().intervalMs == 300)
         #expect(daemon.process.isRunning)
