@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(
             name: "HealthDaemonTests",
             dependencies: [
-                "HealthCore", "HealthDaemon",
+                "HealthCore", "HealthDaemon", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -80,20 +80,10 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Per request
 
-    /// What the daemon's status servers call for every request: a copy of the snapshot, the
-    /// route, the rendering, as `Daemon.make` wires them.
-    typealias Respond = @Sendable (_ method: String, _ uri: String) -> StatusAPI.Reply
+    /// What the daemon's status servers call for every request.
+    typealias Respond = StatusResponder.Respond
     func respond(store: StatusStore) -> Respond {
-        let renderMetrics: @Sendable () -> [UInt8] = {
-            daemonMetrics.refresh(from: store.read())
-            return daemonMetrics.exposition()
-        }
-        return { method, uri in
-            StatusAPI.respond(
-                method: method, uri: uri, snapshot: store.read(), clocks: StatusAPI.Clocks(wall: Date(), monotonic: .now),
-                metrics: renderMetrics
-            )
-        }
+        StatusResponder.make(store: store, metrics: daemonMetrics)
     }
 
     // One request each, as a healthy daemon answers it.

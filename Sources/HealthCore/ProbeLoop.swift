@@ -201,17 +201,22 @@ public struct ProbeLoop: Sendable {
     /// What to tell systemd about the rendered status line, if anything. `connected`: whether
     /// there is a systemd to tell (outside it, nothing is sent, and a forced line waits).
     public mutating func statusNotice(for line: StatusLine, at now: Instant, connected: Bool) -> StatusNotice? {
-        let text = line.text
         guard hasReported, let last = lastStatus else {
+            let text = line.text
             hasReported = true
             lastStatus = (text, line, now)
             return .ready(text)
         }
         guard connected else { return nil }
-        let changed = last.text != text && (!last.line.equalsIgnoringLatency(line) || now - last.sentAt >= Self.statusRefresh)
-        if changed { lastStatus = (text, line, now) }
         let forced = forceStatus
         forceStatus = false
+        // The line is compared before it is rendered: at every probe only its latency changes,
+        // and that is sent once per `statusRefresh`, so most probes render nothing.
+        let worthSending = line != last.line && (!last.line.equalsIgnoringLatency(line) || now - last.sentAt >= Self.statusRefresh)
+        guard worthSending || forced else { return nil }
+        let text = line.text
+        let changed = worthSending && text != last.text
+        if changed { lastStatus = (text, line, now) }
         return changed || forced ? .status(text) : nil
     }
 

@@ -74,20 +74,7 @@ public struct Daemon: Sendable {
         if let summary = await recorder.spoolSummary() {
             store.update { $0.spool.apply(summary) }
         }
-        var exposition: (@Sendable () -> [UInt8])?
-        if let metrics {
-            exposition = {
-                metrics.refresh(from: store.read())
-                return metrics.exposition()
-            }
-        }
-        let renderMetrics = exposition
-        let respond: @Sendable (String, String) -> StatusAPI.Reply = { method, uri in
-            StatusAPI.respond(
-                method: method, uri: uri, snapshot: store.read(), clocks: StatusAPI.Clocks(wall: Date(), monotonic: .now),
-                metrics: renderMetrics
-            )
-        }
+        let respond = StatusResponder.make(store: store, metrics: metrics)
         let server: StatusServer
         var activated = false
         do {

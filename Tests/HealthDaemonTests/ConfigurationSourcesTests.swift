@@ -2,6 +2,7 @@ import FoundationEssentials
 import Glibc
 import HealthCore
 import HealthDaemon
+import TestSupport
 import Testing
 
 /// Reading the layers from real files: systemd's credentials directory and the config file.
@@ -12,7 +13,7 @@ import Testing
     }
 
     @Test func credentialsComeBeforeDatabaseURLAndNotesAreReported() throws {
-        let directory = DaemonStartTests.scratchDirectory()
+        let directory = try DaemonStartTests.scratchDirectory()
         defer { _ = try? FileManager.default.removeItem(atPath: directory) }
         try write("postgresql://probe@db.example.net/postgres\n", to: directory + "/database-url")
         try write("#hunter2\n", to: directory + "/database-password")
@@ -31,7 +32,7 @@ import Testing
     }
 
     @Test func flagsOverrideTheFileAndAnUnreadableFileNamesItsPath() throws {
-        let directory = DaemonStartTests.scratchDirectory()
+        let directory = try DaemonStartTests.scratchDirectory()
         defer { _ = try? FileManager.default.removeItem(atPath: directory) }
         try write("interval = 7s\nfall = 4\n", to: directory + "/d.conf", mode: 0o644)
         let (layers, _) = try ConfigurationSources.layers(flags: [.fall: "1"], configPath: directory + "/d.conf", environment: [:])
@@ -49,7 +50,7 @@ import Testing
     }
 
     @Test func aCredentialThatCannotBeReadIsAnErrorNotAnAbsence() throws {
-        let directory = DaemonStartTests.scratchDirectory()
+        let directory = try DaemonStartTests.scratchDirectory()
         defer { _ = try? FileManager.default.removeItem(atPath: directory) }
         // A directory where a file should be: it exists, and read(2) fails.
         mkdir(directory + "/database-url", 0o700)

@@ -3,6 +3,7 @@ import Glibc
 import HealthCore
 import HealthDaemon
 import Logging
+import TestSupport
 import Testing
 
 /// `Daemon.make` reads its environment from its argument, not the process: what systemd would
@@ -16,9 +17,8 @@ import Testing
         return configuration
     }
 
-    static func scratchDirectory() -> String {
-        var template = Array("/tmp/healthd-start-XXXXXX".utf8CString)
-        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    static func scratchDirectory() throws -> String {
+        try temporaryDirectory(prefix: "healthd-start-").path
     }
 
     @Test(arguments: [
@@ -26,7 +26,7 @@ import Testing
         (["LISTEN_FDS": "2", "LISTEN_PID": "\(getpid())"], "expected exactly one socket"),
     ])
     func descriptorsThatAreNotOursAreRefused(environment: [String: String], says: String) async throws {
-        let directory = Self.scratchDirectory()
+        let directory = try Self.scratchDirectory()
         defer { _ = try? FileManager.default.removeItem(atPath: directory) }
         do {
             _ = try await Daemon.make(
