@@ -40,9 +40,15 @@ final class ConnectionSlot {
         return "the connection opened \(waited) s ago is still waiting, and no other is opened until the server answers or drops it"
     }
 
-    /// Takes the kept session out if it is younger than `age`; leaves an older one in place.
-    func takeKept(youngerThan age: Duration) -> (session: PGSession, openedAt: ContinuousClock.Instant)? {
-        guard case .kept(let session, let openedAt) = held, ContinuousClock.now - openedAt < age else { return nil }
+    /// How long ago the kept session was opened; nil when none is kept.
+    var keptSessionAge: Duration? {
+        guard case .kept(_, let openedAt) = held else { return nil }
+        return ContinuousClock.now - openedAt
+    }
+
+    /// Takes the kept session out, if there is one.
+    func takeKept() -> (session: PGSession, openedAt: ContinuousClock.Instant)? {
+        guard case .kept(let session, let openedAt) = held else { return nil }
         held = nil
         return (session, openedAt)
     }

@@ -54,8 +54,7 @@ enum LibPQProbe {
         let serverTimeout = policy.serverTimeouts ? timeout : nil
         let startedAt = Date()
         let start = ContinuousClock.now
-        // The kept session, while it is younger than `freshEvery`.
-        if policy.mode == .session, let kept = slot.takeKept(youngerThan: policy.freshEvery) {
+        if policy.choice(keptSessionAge: slot.keptSessionAge) == .keptSession, let kept = slot.takeKept() {
             let clock = PhaseClock(startedAt: startedAt, start: start, timeout: timeout, connection: .session, phase: .query)
             kept.session.cancellation = cancellation
             let sql = statement(timeout: timeout, serverTimeouts: serverTimeouts(policy, slot))
@@ -77,7 +76,7 @@ enum LibPQProbe {
                 break
             }
         } else {
-            // Past `freshEvery`: closed before its successor is opened.
+            // A new connection: the kept session, past `freshEvery`, is closed first.
             slot.closeKept()
         }
 

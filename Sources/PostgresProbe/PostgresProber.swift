@@ -22,6 +22,11 @@ public struct ProbePolicy: Sendable, Equatable {
         self.serverTimeouts = serverTimeouts
         self.connectTimeout = connectTimeout
     }
+
+    /// The connection a probe (or a delivery borrowing the probe's session) uses now.
+    func choice(keptSessionAge: Duration?) -> ConnectionChoice {
+        ConnectionChoice(mode: mode, freshEvery: freshEvery, keptSessionAge: keptSessionAge)
+    }
 }
 
 /// Probes one database. Each probe runs on a thread of its own, so the libpq calls and their
@@ -77,7 +82,8 @@ public struct PostgresProber: Sendable {
     func borrowKeptSession() -> (PGSession, ContinuousClock.Instant)? {
         guard policy.mode == .session else { return nil }
         return connections.slot.withLockIfAvailable { slot in
-            slot.takeKept(youngerThan: policy.freshEvery).map { ($0.session, $0.openedAt) }
+            guard policy.choice(keptSessionAge: slot.keptSessionAge) == .keptSession else { return nil }
+            return slot.takeKept().map { ($0.session, $0.openedAt) }
         } ?? nil
     }
 

@@ -97,7 +97,7 @@ private final class Exchange {
     let descriptor: Int32
 
     init(socketPath: String) throws {
-        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(socketPath.utf8)) }
@@ -114,6 +114,10 @@ private final class Exchange {
             close(descriptor)
             throw TestSupportError("connect: \(reason)")
         }
+        // Set only once connected: a throwing initializer of a class that has set all its
+        // properties runs deinit, which would close the descriptor a second time (by then
+        // perhaps another socket of this process).
+        self.descriptor = descriptor
     }
 
     deinit { close(descriptor) }

@@ -250,7 +250,7 @@ final class RawClient {
     private var buffer: [UInt8] = []
 
     init(socketPath: String) throws {
-        descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(socketPath.utf8)) }
@@ -262,9 +262,14 @@ final class RawClient {
             }
         }
         guard connected == 0 else {
+            let reason = String(cString: strerror(errno))
             close(descriptor)
-            throw TestSupportError("connect: \(String(cString: strerror(errno)))")
+            throw TestSupportError("connect: \(reason)")
         }
+        // Set only once connected: a throwing initializer of a class that has set all its
+        // properties runs deinit, which would close the descriptor a second time (by then
+        // perhaps another socket of this process).
+        self.descriptor = descriptor
     }
 
     deinit { close(descriptor) }

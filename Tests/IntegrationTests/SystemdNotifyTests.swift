@@ -113,7 +113,9 @@ final class NotifyListener: Sendable {
                     let message = Message(text: String(decoding: buffer[..<count], as: UTF8.self), at: .now)
                     inbox.list.withLock { $0.append(message) }
                 } else if count < 0 && errno != EAGAIN && errno != EINTR {
-                    break
+                    // Not a reason to close early: `close()` may still shut the descriptor
+                    // down, and by then its number may be another test's socket.
+                    Thread.sleep(forTimeInterval: 0.01)
                 }
             }
             Glibc.close(socketDescriptor)

@@ -10,6 +10,8 @@ final class RelayListener: Sendable {
 
     private struct State {
         var closed = false
+        /// Whether `descriptor` is still open: only while it is may `close()` shut it down.
+        var listening = true
         var open: Set<Int32> = []
     }
 
@@ -22,8 +24,12 @@ final class RelayListener: Sendable {
         while true {
             let client = acceptClosingOnExec(descriptor)
             if client >= 0 { return client }
-            if errno == EINTR { continue }
-            _ = Glibc.close(descriptor)
+            // A connection reset while it waited in the backlog is not the listener's end.
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            state.withLock { state in
+                state.listening = false
+                _ = Glibc.close(descriptor)
+            }
             return nil
         }
     }
@@ -46,13 +52,17 @@ final class RelayListener: Sendable {
     }
 
     /// Stops accepting and shuts down every admitted connection. Safe to call more than once.
+    ///
+    /// Everything is shut down under the lock that `next()` and `release` take before they close
+    /// a descriptor: a number shut down after it was closed may already be another socket of
+    /// this process (a status request of a test running beside this one), which would see its
+    /// connection end.
     func close() {
-        let open = state.withLock { state -> Set<Int32> in
-            guard !state.closed else { return [] }
+        state.withLock { state in
+            guard !state.closed else { return }
             state.closed = true
-            return state.open
+            if state.listening { shutdown(descriptor, Int32(SHUT_RDWR)) }
+            for fd in state.open { shutdown(fd, Int32(SHUT_RDWR)) }
         }
-        shutdown(descriptor, Int32(SHUT_RDWR))
-        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 }
