@@ -54,6 +54,19 @@ def as_owner(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if is_root() else list(command)
 
 
+# The postmaster's own workers, by the process title after `postgres: `; every other child serves a client.
+BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum launcher", "autovacuum worker",
+              "logical replication launcher", "archiver", "stats collector", "startup", "walsender", "walreceiver")
+
+
+def is_client_backend(cmdline: bytes) -> bool:
+    """Whether a postmaster's child, by its /proc/PID/cmdline, serves a client: a backend not yet
+    past its start-up still has the postmaster's command line, and counts."""
+    title = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    name = title[len("postgres: "):] if title.startswith("postgres: ") else ""
+    return not name.startswith(BACKGROUND)
+
+
 def server_options(port: int, sockets: str) -> str:
     """postgres's command-line options: its port, its socket directory, loopback only, no fsync."""
     return f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -218,6 +231,19 @@ class Cluster:
                 return [int(child) for child in f.read().split()]
         except OSError:
             return []
+
+    def client_backends(self) -> list[int]:
+        """The children that serve clients, read from /proc (asking the server would add to what is measured)."""
+        out = []
+        for child in self.children():
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except OSError:
+                continue
+            if is_client_backend(cmdline):
+                out.append(child)
+        return out
 
     def _run(self, command: list[str], what: str) -> None:
         out = subprocess.run(as_owner(command), capture_output=True, text=True, cwd=self.directory)

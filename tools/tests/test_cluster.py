@@ -65,5 +65,17 @@ class CommandTests(unittest.TestCase):
             self.assertEqual(cluster.main(["start"]), 2)
 
 
+class ClientBackendTests(unittest.TestCase):
+    def test_workers_are_not_clients(self):
+        for title in (b"postgres: checkpointer ", b"postgres: walwriter ", b"postgres: autovacuum launcher ",
+                      b"postgres: logical replication launcher "):
+            self.assertFalse(cluster.is_client_backend(title), title)
+
+    def test_backends_and_starting_ones_are(self):
+        self.assertTrue(cluster.is_client_backend(b"postgres: postgres postgres 127.0.0.1(5432) idle\0"))
+        # Not yet past its start-up: the postmaster's own command line.
+        self.assertTrue(cluster.is_client_backend(b"/usr/lib/postgresql/15/bin/postgres\0-D\0/tmp/data\0"))
+
+
 if __name__ == "__main__":
     unittest.main()
