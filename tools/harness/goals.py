@@ -156,10 +156,10 @@ def bound(goal: Goal) -> str:
 
 def table(verdicts: list[Verdict]) -> str:
     """The markdown table a report opens with."""
-    rows = [f"| {v.goal.text} | `{v.goal.figure}` {bound(v.goal)} | {format_value(v.value, v.goal.unit)} | "
-            f"{'**NOT met**' if v.met is False else v.status} |" for v in verdicts]
+    rows = [f"| {v.goal.part.removeprefix('fleet-')} | {v.goal.text} | `{v.goal.figure}` {bound(v.goal)} | "
+            f"{format_value(v.value, v.goal.unit)} | {'**NOT met**' if v.met is False else v.status} |" for v in verdicts]
     return ("Goals checked in this run (`tools/harness/goals.py`):\n\n"
-            "| goal | figure and bound | this run | |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+            "| part | goal | figure and bound | this run | |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def lines(verdicts: list[Verdict], prefix: str) -> list[str]:
