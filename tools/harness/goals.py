@@ -135,7 +135,7 @@ def format_value(value: object, unit: str = "") -> str:
     if value is None:
         return "—"
     if isinstance(value, tuple):
-        return "–".join(format_value(v) for v in value) + (f" {unit}" if unit else "")
+        return "–".join(f"{v:.1f}" for v in value) + (f" {unit}" if unit else "")
     if isinstance(value, float):
         if math.isinf(value) or math.isnan(value):
             text = "never" if math.isinf(value) else "n/a"
