@@ -7,7 +7,6 @@ daemon and starts the cluster, then runs
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
