@@ -36,6 +36,8 @@ let package = Package(
         ),
         // glibc's malloc.h (malloc_trim), which the Glibc module does not export; part of libc.
         .systemLibrary(name: "CGlibcMalloc"),
+        // The kernel's socket-diagnostics netlink headers (linux-libc-dev), for HostSockets.
+        .systemLibrary(name: "CSockDiag"),
         .systemLibrary(
             name: "CSQLite",
             pkgConfig: "sqlite3",
@@ -68,6 +70,12 @@ let package = Package(
         .target(
             name: "AlertLog",
             dependencies: ["HealthCore"]
+        ),
+        // The host's TCP connections from the kernel's socket table: the application's traffic
+        // to a database that sleeps when unused (ScaleToZeroSchedule).
+        .target(
+            name: "HostSockets",
+            dependencies: ["CSockDiag"]
         ),
         .target(
             name: "SystemdNotify",
@@ -126,7 +134,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP", "EventSpool", "AlertLog",
+                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP", "EventSpool", "AlertLog", "HostSockets",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

@@ -1,0 +1,169 @@
+/// When to probe a database that suspends itself while no client uses it (a serverless compute,
+/// such as Neon's, that stops after `suspendAfter` without a statement and starts again at the
+/// next login): only while the application on this host uses it, and now and then to prove it
+/// still wakes. Pure: the adapter reports the application's traffic (read from the kernel's
+/// socket table, without touching the database), the daemon's own probes and what ended its
+/// session, and performs the decisions.
+///
+/// Why probing stops within one interval of the application's last traffic: the database's
+/// idle timer restarts at every statement, the daemon's included, so every probe after the
+/// application went quiet keeps the database awake that much longer. Following the
+/// application to within one interval adds at most one interval of awake time to each stretch
+/// of use, and an outage during use is still seen within the usual bound.
+public struct ScaleToZeroSchedule: Sendable, Equatable {
+    public typealias Instant = ContinuousClock.Instant
+
+    public struct Settings: Sendable, Equatable {
+        /// The database's own idle timeout: this long after its last statement it suspends
+        /// (Neon's default is 5 minutes).
+        public var suspendAfter: Duration
+        /// The probe interval while the application uses the database.
+        public var interval: Duration
+        /// How often a sleeping database is woken to prove that it still starts; `nil`: only
+        /// when the application or an operator asks.
+        public var wakeEvery: Duration?
+
+        public init(suspendAfter: Duration, interval: Duration, wakeEvery: Duration?) {
+            self.suspendAfter = suspendAfter
+            self.interval = interval
+            self.wakeEvery = wakeEvery
+        }
+    }
+
+    public enum Phase: Sendable, Equatable {
+        /// The application uses the database: probes run at the interval.
+        case following
+        /// The application has gone quiet and so has the daemon; the database is awake until
+        /// its own timer runs out, `suspendAfter` after the last statement.
+        case resting(since: Instant)
+        /// The database has suspended: `seen` when its session was ended for it (57P01), else
+        /// presumed from `suspendAfter` without a statement.
+        case asleep(since: Instant, seen: Bool)
+    }
+
+    public enum WakeReason: String, Sendable, Equatable {
+        /// The application is using the database again (its own login woke it, or is waking it).
+        case application
+        /// `wakeEvery` has passed since the database last proved that it starts.
+        case scheduled
+        /// An operator asked for a probe.
+        case requested
+    }
+
+    public enum Decision: Sendable, Equatable {
+        /// Probe now with the usual budgets.
+        case probe
+        /// Probe now with the cold-start budget: the database is, or may be, asleep. A wake that
+        /// fails is a verdict at once, not one failure of `fall`.
+        case wake(WakeReason)
+        /// No probe: decide again at this instant (or when asked for a probe).
+        case rest(until: Instant)
+    }
+
+    public let settings: Settings
+    public private(set) var phase: Phase
+    /// The last time the application's sockets to the database sent or received data.
+    private var applicationTraffic: Instant?
+    /// The last statement the database saw from this host, the application's or the daemon's:
+    /// the start of its idle timer.
+    private var lastStatement: Instant?
+    /// The last time the database proved that it starts: a login that succeeded.
+    private var lastProof: Instant?
+    private var requested = false
+
+    /// `now`: the daemon's start. Until it has seen the application's traffic, the database
+    /// is taken to have been in use just now, so the first probe runs at once.
+    public init(settings: Settings, at now: Instant) {
+        self.settings = settings
+        phase = .following
+        lastStatement = now
+        applicationTraffic = now
+    }
+
+    /// The application counts as using the database while its traffic is this recent.
+    public var followWindow: Duration { settings.interval }
+
+    // MARK: Inputs
+
+    /// The latest instant any of the application's connections to the database sent or received
+    /// data; `nil` when it has none (which leaves the last one seen standing).
+    public mutating func applicationTraffic(lastAt: Instant?) {
+        guard let lastAt else { return }
+        if applicationTraffic.map({ lastAt > $0 }) ?? true { applicationTraffic = lastAt }
+        if lastStatement.map({ lastAt > $0 }) ?? true { lastStatement = lastAt }
+    }
+
+    /// A probe of the daemon's reached the database at `at`; `loggedIn`: it opened a new
+    /// session, which proves that the database starts.
+    public mutating func probeReached(at: Instant, loggedIn: Bool) {
+        if lastStatement.map({ at > $0 }) ?? true { lastStatement = at }
+        if loggedIn { lastProof = at }
+        if case .asleep = phase { phase = .resting(since: at) }
+    }
+
+    /// The server ended the daemon's idle session with 57P01 ("terminating connection due to
+    /// administrator command"). Returns whether that is the database going to sleep (nobody
+    /// used it for a while), which is no failure; otherwise it is what it always was.
+    public mutating func sessionTerminated(at now: Instant) -> Bool {
+        guard !isInUse(at: now) else { return false }
+        phase = .asleep(since: now, seen: true)
+        return true
+    }
+
+    /// An operator asked for a probe: the next decision is one.
+    public mutating func requestProbe() {
+        requested = true
+    }
+
+    // MARK: Decisions
+
+    public mutating func decide(at now: Instant) -> Decision {
+        presumeSleep(at: now)
+        let mayBeAsleep: Bool
+        switch phase {
+        case .asleep: mayBeAsleep = true
+        case .following, .resting: mayBeAsleep = false
+        }
+        if isInUse(at: now) {
+            phase = .following
+            requested = false
+            return mayBeAsleep ? .wake(.application) : .probe
+        }
+        if requested {
+            requested = false
+            return mayBeAsleep ? .wake(.requested) : .probe
+        }
+        if case .following = phase {
+            phase = .resting(since: now)
+        }
+        if mayBeAsleep, let wakeEvery = settings.wakeEvery, now >= (lastProof ?? lastStatement ?? now) + wakeEvery {
+            return .wake(.scheduled)
+        }
+        return .rest(until: nextDecision(after: now))
+    }
+
+    // MARK: Internals
+
+    private func isInUse(at now: Instant) -> Bool {
+        guard let applicationTraffic else { return false }
+        return now - applicationTraffic < followWindow
+    }
+
+    private mutating func presumeSleep(at now: Instant) {
+        guard case .resting = phase, let lastStatement, now >= lastStatement + settings.suspendAfter else { return }
+        phase = .asleep(since: lastStatement + settings.suspendAfter, seen: false)
+    }
+
+    /// Within an interval, for the application's return; sooner if the database's own timer
+    /// runs out first, or a scheduled wake falls due.
+    private func nextDecision(after now: Instant) -> Instant {
+        var next = now + settings.interval
+        if case .resting = phase, let lastStatement {
+            next = min(next, max(now, lastStatement + settings.suspendAfter))
+        }
+        if case .asleep = phase, let wakeEvery = settings.wakeEvery {
+            next = min(next, max(now, (lastProof ?? lastStatement ?? now) + wakeEvery))
+        }
+        return next
+    }
+}
