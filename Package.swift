@@ -86,7 +86,7 @@ let package = Package(
         .target(
             name: "HealthDaemon",
             dependencies: [
-                "HealthCore", "PostgresProbe", "StatusHTTP", "SystemdNotify", "EventSpool", "AlertLog",
+                "HealthCore", "PostgresProbe", "StatusHTTP", "SystemdNotify", "EventSpool", "AlertLog", "HostSockets",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

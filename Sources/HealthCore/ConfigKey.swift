@@ -24,6 +24,10 @@ public enum ConfigKey: String, Sendable, CaseIterable {
     case freshEvery = "fresh_every"
     case splay
     case serverTimeouts = "server_timeouts"
+    case scaleToZero = "scale_to_zero"
+    case suspendAfter = "suspend_after"
+    case wakeEvery = "wake_every"
+    case wakeTimeout = "wake_timeout"
 
     /// The flag's name without its dashes: `database-url`.
     public var flagName: String { rawValue.replacing("_", with: "-") }
@@ -109,6 +113,18 @@ public enum ConfigKey: String, Sendable, CaseIterable {
         case .serverTimeouts:
             Setting(meaning: "Pass the answer deadline to the server as statement_timeout and lock_timeout: in the startup packet, or by SET LOCAL once a pooler refused that",
                     reload: .atOnce)
+        case .scaleToZero:
+            Setting(meaning: "For a database that suspends when unused: probe only while this host's application uses it, and let it sleep",
+                    reload: .atOnce)
+        case .suspendAfter:
+            Setting(meaning: "With scale_to_zero: how long the database stays up after its last statement (its own idle timeout)",
+                    valueName: "duration", reload: .atOnce, range: .seconds(10)...(.seconds(86_400)))
+        case .wakeEvery:
+            Setting(meaning: "With scale_to_zero: wake a sleeping database this often to prove that it still starts; off: only when the application or an operator asks",
+                    valueName: "duration", reload: .atOnce, range: .seconds(60)...(.seconds(7 * 86_400)))
+        case .wakeTimeout:
+            Setting(meaning: "With scale_to_zero: hard deadline for the first connection after a sleep, the cold start included",
+                    valueName: "duration", reload: .atOnce, range: .milliseconds(100)...(.seconds(120)))
         }
     }
 
@@ -147,6 +163,10 @@ extension DaemonConfiguration {
         case .freshEvery: HumanDuration.format(freshEvery)
         case .splay: Self.onOff(splay)
         case .serverTimeouts: Self.onOff(serverTimeouts)
+        case .scaleToZero: Self.onOff(scaleToZero)
+        case .suspendAfter: HumanDuration.format(suspendAfter)
+        case .wakeEvery: wakeEvery.map(HumanDuration.format) ?? "off"
+        case .wakeTimeout: HumanDuration.format(wakeTimeout)
         }
     }
 

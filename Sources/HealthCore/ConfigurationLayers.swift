@@ -165,6 +165,12 @@ public struct ConfigurationLayers: Sendable {
         if let value = value(.freshEvery) { config.freshEvery = try duration(.freshEvery, value) }
         if let value = value(.splay) { config.splay = try boolean(.splay, value) }
         if let value = value(.serverTimeouts) { config.serverTimeouts = try boolean(.serverTimeouts, value) }
+        if let value = value(.scaleToZero) { config.scaleToZero = try boolean(.scaleToZero, value) }
+        if let value = value(.suspendAfter) { config.suspendAfter = try duration(.suspendAfter, value) }
+        if let value = value(.wakeEvery) {
+            config.wakeEvery = value.text.trimmed().lowercased() == "off" ? nil : try duration(.wakeEvery, value)
+        }
+        if let value = value(.wakeTimeout) { config.wakeTimeout = try duration(.wakeTimeout, value) }
         if let value = value(.logLevel) {
             guard let level = LogLevel(rawValue: value.text.lowercased()) else {
                 let names = LogLevel.allCases.map(\.rawValue).joined(separator: ", ")

@@ -44,6 +44,15 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// and `lock_timeout` in the startup packet's `options`). Off for poolers that reject
     /// startup options.
     public var serverTimeouts: Bool = true
+    /// A database that suspends itself when unused (a serverless compute): probe only while the
+    /// application on this host uses it (`ScaleToZeroSchedule`).
+    public var scaleToZero: Bool = false
+    /// The database's own idle timeout; Neon's default is 5 minutes.
+    public var suspendAfter: Duration = .seconds(300)
+    /// How often a sleeping database is woken to prove that it starts; `nil`: never by itself.
+    public var wakeEvery: Duration? = .seconds(3_600)
+    /// The connection budget of the first login after a sleep: the cold start is in it.
+    public var wakeTimeout: Duration = .seconds(10)
 
     public static let defaultStateDirectory = "/var/lib/dreamnet-healthd"
 

@@ -68,8 +68,12 @@ public struct HealthStateMachine: Sendable {
     }
 
     /// Feeds one probe result; returns the transition it caused, if any. `newID` is called only
-    /// for a transition: a steady state asks for no ids.
-    public mutating func probeFinished(_ result: ProbeResult, at now: Date, newID: @autoclosure () -> UUID) -> Transition? {
+    /// for a transition: a steady state asks for no ids. `decisive`: a failure is the verdict at
+    /// once, whatever `fall` says (a sleeping database that does not wake: there is no next
+    /// probe soon to confirm it).
+    public mutating func probeFinished(
+        _ result: ProbeResult, at now: Date, decisive: Bool = false, newID: @autoclosure () -> UUID
+    ) -> Transition? {
         if result.ok {
             consecutiveSuccesses += 1
             consecutiveFailures = 0
@@ -83,7 +87,7 @@ public struct HealthStateMachine: Sendable {
         case .starting, .notConfigured:
             target = result.ok ? .healthy : .unhealthy
         case .healthy:
-            target = consecutiveFailures >= thresholds.fall ? .unhealthy : nil
+            target = consecutiveFailures >= thresholds.fall || decisive && !result.ok ? .unhealthy : nil
         case .unhealthy:
             target = consecutiveSuccesses >= thresholds.rise ? .healthy : nil
         }

@@ -23,19 +23,33 @@ public struct ProbeLoop: Sendable {
         public var longestProbe: Duration?
         public var thresholds: HealthStateMachine.Thresholds
         public var flaps: FlapDetector.Settings
+        /// For a database that sleeps when unused; `nil`: probe at every interval.
+        public var scaleToZero: ScaleToZeroSchedule.Settings?
+        /// The longest a wake probe may take: the cold start's budget, then the answer's.
+        public var longestWakeProbe: Duration?
 
-        public init(interval: Duration, longestProbe: Duration?, thresholds: HealthStateMachine.Thresholds, flaps: FlapDetector.Settings) {
+        public init(
+            interval: Duration, longestProbe: Duration?, thresholds: HealthStateMachine.Thresholds, flaps: FlapDetector.Settings,
+            scaleToZero: ScaleToZeroSchedule.Settings? = nil, longestWakeProbe: Duration? = nil
+        ) {
             self.interval = interval
             self.longestProbe = longestProbe
             self.thresholds = thresholds
             self.flaps = flaps
+            self.scaleToZero = scaleToZero
+            self.longestWakeProbe = longestWakeProbe
         }
 
         public init(_ configuration: DaemonConfiguration, probing: Bool) {
+            let sleeps = probing && configuration.scaleToZero
             self.init(
                 interval: configuration.interval, longestProbe: probing ? configuration.longestProbe : nil,
                 thresholds: .init(fall: configuration.fall, rise: configuration.rise),
-                flaps: .init(threshold: configuration.flapThreshold, window: configuration.flapWindow)
+                flaps: .init(threshold: configuration.flapThreshold, window: configuration.flapWindow),
+                scaleToZero: sleeps
+                    ? .init(suspendAfter: configuration.suspendAfter, interval: configuration.interval, wakeEvery: configuration.wakeEvery)
+                    : nil,
+                longestWakeProbe: sleeps ? configuration.wakeTimeout + configuration.timeout : nil
             )
         }
     }
@@ -75,11 +89,19 @@ public struct ProbeLoop: Sendable {
         case status(String)
     }
 
+    /// The budgets a probe runs with.
+    public enum Budget: Sendable, Equatable {
+        case usual
+        /// The first login after a sleep: `wake_timeout` to connect, the cold start included;
+        /// a failure is the verdict at once.
+        case wake(ScaleToZeroSchedule.WakeReason)
+    }
+
     public enum Action: Sendable, Equatable {
         /// Start a probe now. While it runs, feed the watchdog for at most `feedWatchdogFor`
         /// (`nil`: there is no watchdog): a probe that hangs past its bound must end in a restart.
         /// A result of an older `generation` (a reload came meanwhile) is not counted.
-        case probe(generation: Int, feedWatchdogFor: Duration?)
+        case probe(generation: Int, feedWatchdogFor: Duration?, budget: Budget)
         /// Record this, feeding the watchdog for at most `feedWatchdogFor`; then `recorded`.
         case record(Recording, feedWatchdogFor: Duration?)
         /// A result that changes nothing and leaves nothing to record: publish it only.
@@ -120,6 +142,10 @@ public struct ProbeLoop: Sendable {
     private var dueNow = false
     private var lastStatus: (text: String, line: StatusLine, sentAt: Instant)?
     private var forceStatus = false
+    /// When to probe a database that sleeps when unused; `nil` without `scale_to_zero`.
+    public private(set) var schedule: ScaleToZeroSchedule?
+    /// The budget of the probe in flight.
+    private var inFlight: Budget = .usual
 
     public init(
         settings: Settings, remembered: DaemonMemory?, watchdogPeriod: Duration?, at now: Instant
@@ -130,6 +156,7 @@ public struct ProbeLoop: Sendable {
         self.flaps = FlapDetector(settings: settings.flaps, restoring: remembered?.flaps)
         self.nextStart = now
         self.lastPing = now
+        self.schedule = settings.scaleToZero.map { ScaleToZeroSchedule(settings: $0, at: now) }
     }
 
     /// What the spool saves with each event.
@@ -175,8 +202,12 @@ public struct ProbeLoop: Sendable {
     ) -> [Action] {
         // A reload changed the target or settings meanwhile: this result is about the old
         // ones. Probe again at once.
+        let budget = inFlight
+        inFlight = .usual
         guard probed == generation else { return tick(at: now, newID: newID) }
-        let transition = machine.probeFinished(result, at: now.wall, newID: newID())
+        if result.ok { schedule?.probeReached(at: now.monotonic, loggedIn: result.connection == .fresh) }
+        let decisive = if case .wake = budget { true } else { false }
+        let transition = machine.probeFinished(result, at: now.wall, decisive: decisive, newID: newID())
         let recording = decide(probe: result, transition: transition, at: now.wall, newID: newID)
         if recording.transition == nil, recording.settled == nil, !recorderHasWork(recording.memory) {
             return [.publish(result)] + tickEnded(at: now.monotonic)
@@ -190,11 +221,32 @@ public struct ProbeLoop: Sendable {
     }
 
     /// A reload: the next probe uses these settings, at once.
-    public mutating func reload(_ new: Settings) {
+    public mutating func reload(_ new: Settings, at now: Instant) {
         generation += 1
         machine.thresholds = new.thresholds
         if flaps.settings != new.flaps { flaps = FlapDetector(settings: new.flaps, restoring: flaps.memory) }
+        if new.scaleToZero != settings.scaleToZero {
+            schedule = new.scaleToZero.map { ScaleToZeroSchedule(settings: $0, at: now) }
+        }
         settings = new
+        dueNow = true
+    }
+
+    /// With `scale_to_zero`: the latest instant the application's connections to the database
+    /// carried data, read before each `wake` (nil: it has none open).
+    public mutating func applicationTraffic(lastAt: Instant?) {
+        schedule?.applicationTraffic(lastAt: lastAt)
+    }
+
+    /// The server ended the kept session with 57P01 while the loop was not probing. Returns
+    /// whether that is the database going to sleep (`scale_to_zero`, nobody using it).
+    public mutating func keptSessionTerminated(at now: Instant) -> Bool {
+        schedule?.sessionTerminated(at: now) ?? false
+    }
+
+    /// An operator asked for a probe: one runs at once (a wake, if the database sleeps).
+    public mutating func requestProbe() {
+        schedule?.requestProbe()
         dueNow = true
     }
 
@@ -239,10 +291,35 @@ public struct ProbeLoop: Sendable {
             let recording = decide(probe: nil, transition: transition, at: now.wall, newID: newID)
             return [.record(recording, feedWatchdogFor: watchdogPeriod.map { _ in Self.settleLimit })]
         }
-        guard watchdogPeriod != nil else { return [.probe(generation: generation, feedWatchdogFor: nil)] }
+        var budget = Budget.usual
+        if var schedule {
+            let decision = schedule.decide(at: now.monotonic)
+            self.schedule = schedule
+            switch decision {
+            case .probe:
+                break
+            case .wake(let reason):
+                budget = .wake(reason)
+            case .rest(let until):
+                // Nothing sent to the database: the status, the watchdog, and a look again.
+                nextStart = until
+                var actions: [Action] = [.reportStatus]
+                if watchdogPeriod != nil { actions.append(ping(at: now.monotonic)) }
+                actions.append(sleepAction())
+                return actions
+            }
+        }
+        inFlight = budget
+        guard watchdogPeriod != nil else { return [.probe(generation: generation, feedWatchdogFor: nil, budget: budget)] }
+        if case .wake = budget {
+            // Longer than a routine probe: always fed, from a ping at its start.
+            let feed = settings.longestWakeProbe ?? longest
+            let fresh = lastPing == now.monotonic ? [] : [ping(at: now.monotonic)]
+            return fresh + [.probe(generation: generation, feedWatchdogFor: feed, budget: budget)]
+        }
         // A fed probe is fed one period after its start: pinged at the start, no gap is longer.
         let fresh = mayTickWithoutFeeding || lastPing == now.monotonic ? [] : [ping(at: now.monotonic)]
-        return fresh + [.probe(generation: generation, feedWatchdogFor: longest)]
+        return fresh + [.probe(generation: generation, feedWatchdogFor: longest, budget: budget)]
     }
 
     private mutating func ping(at now: Instant) -> Action {

@@ -145,7 +145,13 @@ public enum StatusAPI {
             alertLog: snapshot.alertLogPath.map { StatusDocument.AlertLogStatus(path: $0, error: snapshot.alertLogError) },
             probeConnection: snapshot.target == nil ? nil : snapshot.probeConnection.rawValue,
             freshEveryMs: snapshot.target == nil || snapshot.probeConnection == .fresh ? nil : snapshot.freshEvery.milliseconds,
-            serverTimeouts: snapshot.target == nil ? nil : snapshot.serverTimeouts?.rawValue
+            serverTimeouts: snapshot.target == nil ? nil : snapshot.serverTimeouts?.rawValue,
+            sleep: snapshot.sleep.map { sleep in
+                StatusDocument.Sleep(
+                    phase: sleep.phase.rawValue, since: sleep.since.map(Timestamp.format), seen: sleep.seen,
+                    lastLookAgeMs: (clocks.monotonic - sleep.lookedAt).milliseconds
+                )
+            }
         )
     }
 

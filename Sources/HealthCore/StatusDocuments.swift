@@ -66,6 +66,23 @@ public struct StatusDocument: Codable, Sendable, Equatable {
     /// `startup-options`, `set-local` (a pooler refused the startup options) or `off`: how a
     /// probe's deadline reaches the server.
     public var serverTimeouts: String?
+    /// With `scale_to_zero`: whether the database sleeps, and since when.
+    public var sleep: Sleep?
+
+    public struct Sleep: Codable, Sendable, Equatable {
+        /// `following` (the application uses the database: probes run), `resting` (it has gone
+        /// quiet: no probes) or `asleep`.
+        public var phase: String
+        public var since: String?
+        /// Asleep because the server ended the idle session (57P01), not presumed from the timer.
+        public var seen: Bool
+        public var lastLookAgeMs: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case phase, since, seen
+            case lastLookAgeMs = "last_look_age_ms"
+        }
+    }
 
     /// Measured from the probes: the round trip is the shortest recent `SELECT 1`, a new
     /// connection's time its phases before the query.
@@ -125,12 +142,15 @@ public struct StatusDocument: Codable, Sendable, Equatable {
         case probeConnection = "probe_connection"
         case freshEveryMs = "fresh_every_ms"
         case serverTimeouts = "server_timeouts"
+        case sleep
     }
 
     /// True when the probe loop has not reported within the staleness bound: what was last
     /// known must not be repeated as current.
     public var isStale: Bool {
         guard state == HealthState.healthy.rawValue || state == HealthState.unhealthy.rawValue else { return false }
+        // A database let sleep is not probed: the loop's look at the application is the report.
+        if let sleep, sleep.phase != SleepStatus.Phase.following.rawValue { return sleep.lastLookAgeMs > staleAfterMs }
         guard let lastProbe else { return true }
         return lastProbe.ageMs > staleAfterMs
     }

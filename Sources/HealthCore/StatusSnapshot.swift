@@ -32,6 +32,33 @@ public struct SpoolStatus: Sendable, Equatable {
     public init() {}
 }
 
+/// With `scale_to_zero`: where the database's sleep stands (`ScaleToZeroSchedule.Phase`), as
+/// the status socket shows it.
+public struct SleepStatus: Sendable, Equatable {
+    public enum Phase: String, Sendable {
+        /// The application uses the database; probes run at the interval.
+        case following
+        /// The application has gone quiet; no probes, the database not yet asleep.
+        case resting
+        case asleep
+    }
+
+    public var phase: Phase
+    public var since: Date?
+    /// Asleep because its session was ended for it (57P01), not presumed from its timer.
+    public var seen: Bool
+    /// The loop's last look at the application's traffic: while it does not probe, what keeps
+    /// the report from going stale.
+    public var lookedAt: ContinuousClock.Instant
+
+    public init(phase: Phase, since: Date?, seen: Bool, lookedAt: ContinuousClock.Instant) {
+        self.phase = phase
+        self.since = since
+        self.seen = seen
+        self.lookedAt = lookedAt
+    }
+}
+
 /// Everything the status socket answers from: a copy taken under a lock, so answering never
 /// touches the database or waits for a probe.
 public struct StatusSnapshot: Sendable {
@@ -42,6 +69,8 @@ public struct StatusSnapshot: Sendable {
     public var lastProbe: ProbeResult?
     /// Monotonic reading when `lastProbe` finished, to compute its age immune to clock jumps.
     public var lastProbeFinished: ContinuousClock.Instant?
+    /// With `scale_to_zero`; `nil` otherwise.
+    public var sleep: SleepStatus?
     public var consecutiveFailures: Int
     public var consecutiveSuccesses: Int
     public var transitionCount: Int

@@ -116,7 +116,7 @@ public struct Daemon: Sendable {
             configuration: configuration, store: store, recorder: recorder, remembered: remembered,
             notifier: notifier, logger: logger, metrics: metrics,
             // Started on demand by a client's request: that client waits for the first verdict.
-            splayFirstProbe: configuration.splay && !activated
+            splayFirstProbe: configuration.splay && !activated, environment: environment
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: StatusServerService(server: server)),

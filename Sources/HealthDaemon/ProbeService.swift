@@ -23,6 +23,10 @@ final class ProbeService: Service {
         var probesStarted = 0
         /// The refusal of the startup options was logged for the current prober.
         var saidStartupOptionsRefused = false
+        /// With `scale_to_zero`: where the application's use of the database is read.
+        var traffic: ApplicationTraffic?
+        /// With `scale_to_zero`: the connection budget of a wake.
+        var wakeTimeout: Duration
     }
 
     private let state: MutexBox<State>
@@ -38,20 +42,24 @@ final class ProbeService: Service {
     private let reloadedOnThread = ThreadFlag()
     /// Start the schedule at a random offset within one interval (see `DaemonConfiguration.splay`).
     private let splayFirstProbe: Bool
+    private let environment: [String: String]
 
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
         remembered: DaemonMemory?, notifier: SystemdNotifier, logger: Logger, metrics: DaemonMetrics? = nil,
-        transitionHistoryLimit: Int = 1_000, splayFirstProbe: Bool = false
+        transitionHistoryLimit: Int = 1_000, splayFirstProbe: Bool = false, environment: [String: String] = [:]
     ) {
         self.splayFirstProbe = splayFirstProbe
         self.metrics = metrics
+        self.environment = environment
         self.state = MutexBox(State(
             loop: ProbeLoop(
                 settings: .init(configuration, probing: prober != nil), remembered: remembered,
                 watchdogPeriod: notifier.watchdogPeriod, at: .now
             ),
-            prober: prober
+            prober: prober,
+            traffic: Self.traffic(for: prober, configuration, environment: environment, logger: logger),
+            wakeTimeout: configuration.wakeTimeout
         ))
         self.store = store
         self.recorder = recorder
@@ -60,12 +68,27 @@ final class ProbeService: Service {
         self.transitionHistoryLimit = transitionHistoryLimit
     }
 
+    /// Where the application's use of the database is read, with `scale_to_zero`.
+    private static func traffic(
+        for prober: PostgresProber?, _ configuration: DaemonConfiguration, environment: [String: String], logger: Logger
+    ) -> ApplicationTraffic? {
+        guard configuration.scaleToZero, let prober else { return nil }
+        let traffic = ApplicationTraffic(target: prober.target, environment: environment, logger: logger)
+        if traffic == nil {
+            logger.warning("scale_to_zero needs a TCP host: the application's use of a database on a Unix socket cannot be seen, so it is probed at every interval")
+        }
+        return traffic
+    }
+
     /// Applies a reloaded configuration: the next probe uses it, at once.
     func apply(_ configuration: DaemonConfiguration, prober: PostgresProber?) {
+        let traffic = Self.traffic(for: prober, configuration, environment: environment, logger: logger)
         state.withLock { state in
-            state.loop.reload(.init(configuration, probing: prober != nil))
+            state.loop.reload(.init(configuration, probing: prober != nil), at: .now)
             state.prober = prober
             state.saidStartupOptionsRefused = false
+            state.traffic = traffic
+            state.wakeTimeout = configuration.wakeTimeout
         }
         store.update { snapshot in
             snapshot.interval = configuration.interval
@@ -140,10 +163,16 @@ final class ProbeService: Service {
             case .sleep(let until):
                 if until > .now { _ = await reloaded.wait(timeout: until - .now) }
                 try Task.checkCancellation()
+                await observeApplication()
                 actions = state.withLock { $0.loop.wake(at: Self.now(), newID: UUID.init) }
+                publishSleep()
 
-            case .probe(let generation, let feed):
-                let (prober, current, unfed) = state.withLock { ($0.prober, $0.loop.generation, $0.loop.mayTickWithoutFeeding) }
+            case .probe(let generation, let feed, let budget):
+                // A loop that follows the application reads the socket table before each
+                // decision, which the thread's steady ticks do not: the task runs them.
+                let (prober, current, unfed, wakeTimeout) = state.withLock {
+                    ($0.prober, $0.loop.generation, $0.loop.mayTickWithoutFeeding && $0.loop.schedule == nil, $0.wakeTimeout)
+                }
                 await closeIfReplaced(&lastProber, by: prober)
                 guard let prober, generation == current else {
                     // A reload came between the decision and here: the loop decides again.
@@ -162,8 +191,17 @@ final class ProbeService: Service {
                 }
                 probeStarting()
                 // nil: shutdown cancelled the probe midway; it has no verdict to record.
-                guard let outcome = await feedingWatchdog(for: feed, { await prober.probe() }), let result = outcome else { return }
+                let run: @Sendable () async -> ProbeResult? = switch budget {
+                case .usual: { await prober.probe() }
+                case .wake(let reason):
+                    { [logger] in
+                        logger.info("waking the database", metadata: ["reason": "\(reason.rawValue)", "wake_timeout_ms": "\(wakeTimeout.milliseconds)"])
+                        return await prober.wakeProbe(connectTimeout: wakeTimeout)
+                    }
+                }
+                guard let outcome = await feedingWatchdog(for: feed, run), let result = outcome else { return }
                 actions = probeFinished(result, generation: generation)
+                publishSleep()
 
             case .record(let recording, let feed):
                 if recording.probe == nil { await closeIfReplaced(&lastProber, by: nil) }
@@ -245,7 +283,7 @@ final class ProbeService: Service {
                     return nil
                 }
                 actions = state.withLock { $0.loop.wake(at: Self.now(), newID: UUID.init) }
-            case .probe(let probed, _) where probed == generation && state.withLock({ $0.loop.mayTickWithoutFeeding }):
+            case .probe(let probed, _, .usual) where probed == generation && state.withLock({ $0.loop.mayTickWithoutFeeding && $0.loop.schedule == nil }):
                 probeStarting()
                 guard let result = prober.probeBlocking(cancellation: cancellation) else { return nil }
                 actions = probeFinished(result, generation: generation)
@@ -253,6 +291,51 @@ final class ProbeService: Service {
                 // A recording, or a probe under new settings: the task does it.
                 return [next]
             }
+        }
+    }
+
+    /// With `scale_to_zero`, before the loop decides: the application's latest traffic to the
+    /// database, and whether the server ended the idle kept session (a compute that suspends
+    /// ends its sessions with 57P01). Both are read without sending anything to the database.
+    private func observeApplication() async {
+        let (traffic, prober, following) = state.withLock { ($0.traffic, $0.prober, $0.loop.schedule) }
+        guard let schedule = following else { return }
+        let now = ContinuousClock.now
+        let observed = await onOwnThread { () -> (ContinuousClock.Instant?, IdleSessionCheck) in
+            let lastAt = traffic.map { $0.lastTraffic(at: now) } ?? now
+            // While probes run, they see a session's end themselves.
+            let idle: IdleSessionCheck = if case .following = schedule.phase { .none } else { prober?.checkKeptSession() ?? .none }
+            return (lastAt, idle)
+        }
+        guard let (lastAt, idle) = observed else { return }
+        let asleep = state.withLock { state -> Bool in
+            state.loop.applicationTraffic(lastAt: lastAt)
+            guard case .ended(let sqlstate) = idle, sqlstate == "57P01" else { return false }
+            return state.loop.keptSessionTerminated(at: now)
+        }
+        if asleep {
+            logger.notice("the database went to sleep: the server ended the idle session (57P01) while nobody used it")
+        } else if case .ended(let sqlstate) = idle {
+            logger.info("the server ended the idle kept session", metadata: ["sqlstate": "\(sqlstate ?? "none")"])
+        }
+    }
+
+    /// The sleep phase on the status socket.
+    private func publishSleep() {
+        let phase = state.withLock { $0.loop.schedule?.phase }
+        let wall = Date()
+        let now = ContinuousClock.now
+        func date(_ instant: ContinuousClock.Instant) -> Date { wall.addingTimeInterval(-(now - instant).seconds) }
+        let sleep: SleepStatus? = switch phase {
+        case nil: nil
+        case .following?: SleepStatus(phase: .following, since: nil, seen: false, lookedAt: now)
+        case .resting(let since)?: SleepStatus(phase: .resting, since: date(since), seen: false, lookedAt: now)
+        case .asleep(let since, let seen)?: SleepStatus(phase: .asleep, since: date(since), seen: seen, lookedAt: now)
+        }
+        let changed = store.read().sleep.map { ($0.phase, $0.seen) } ?? nil
+        store.update { $0.sleep = sleep }
+        if let sleep, changed.map({ $0 != (sleep.phase, sleep.seen) }) ?? true {
+            logger.info("scale_to_zero: \(sleep.phase.rawValue)", metadata: ["seen": "\(sleep.seen)"])
         }
     }
 

@@ -53,6 +53,14 @@ final class ConnectionSlot {
         return (session, openedAt)
     }
 
+    /// Reads the kept session without sending anything; one the server ended is dropped.
+    func checkKept() -> IdleSessionCheck {
+        guard case .kept(let session, _) = held else { return .none }
+        let check = session.checkIdle()
+        if case .ended = check { held = nil }
+        return check
+    }
+
     func keep(_ session: PGSession, openedAt: ContinuousClock.Instant) {
         held = .kept(session, openedAt: openedAt)
     }

@@ -78,6 +78,19 @@ public struct ConnectionTarget: Sendable {
         options.last(where: { $0.keyword == keyword })?.value
     }
 
+    /// The TCP hosts and ports the target names (`hostaddr` before `host`, as libpq connects),
+    /// in order; socket directories are left out. A host without a port has `PGPORT`'s, or 5432.
+    public func tcpHosts(environment: [String: String]) -> [(host: String, port: UInt16)] {
+        let hosts = (value("hostaddr") ?? value("host") ?? environment["PGHOST"] ?? "localhost")
+            .split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let ports = (value("port") ?? environment["PGPORT"] ?? "").split(separator: ",", omittingEmptySubsequences: false)
+        return hosts.enumerated().compactMap { index, host in
+            guard !host.isEmpty, !host.hasPrefix("/"), !host.hasPrefix("@") else { return nil }
+            let port = ports.count == hosts.count ? ports[index] : (ports.count == 1 ? ports[0] : "")
+            return (host, UInt16(port) ?? 5432)
+        }
+    }
+
     static func describe(_ options: [(keyword: String, value: String)]) -> String {
         func value(_ keyword: String) -> String? {
             options.last(where: { $0.keyword == keyword })?.value

@@ -196,6 +196,18 @@ final class PGSession: @unchecked Sendable {
         return .success(rows)
     }
 
+    /// Whether an idle session is still open, found by reading what the server sent and
+    /// sending nothing: a statement, even a bare Sync, would count as use to a database that
+    /// sleeps when unused. A server that ends a session says why first (57P01 when it was told
+    /// to end it, as a compute that suspends does).
+    func checkIdle() -> IdleSessionCheck {
+        var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
+        guard descriptor.fd >= 0 else { return .ended(sqlstate: nil) }
+        guard poll(&descriptor, 1, 0) > 0 else { return .open }
+        if PQconsumeInput(connection) == 1, PQstatus(connection) == CONNECTION_OK { return .open }
+        return .ended(sqlstate: notices.fatal?.sqlstate)
+    }
+
     private static func values(of result: OpaquePointer) -> [[String?]] {
         (0..<PQntuples(result)).map { row in
             (0..<PQnfields(result)).map { column in
@@ -269,6 +281,15 @@ final class PGSession: @unchecked Sendable {
 }
 
 /// What the server said outside a statement; only a session-ending message is kept.
+/// What reading an idle session found.
+public enum IdleSessionCheck: Sendable, Equatable {
+    /// No session is kept (or a probe is using it).
+    case none
+    case open
+    /// The server ended it; with the SQLSTATE it gave, if it said why.
+    case ended(sqlstate: String?)
+}
+
 private final class ServerNotices {
     private(set) var fatal: (sqlstate: String, message: String)?
 

@@ -46,11 +46,18 @@ public struct PostgresProber: Sendable {
         target: ConnectionTarget, timeout: Duration, policy: ProbePolicy = ProbePolicy(),
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) {
+        self.init(target: target, timeout: timeout, policy: policy, environment: environment, sharing: SlotBox())
+    }
+
+    /// A prober on `connections`: the same slot, so the probe holds one connection at most.
+    private init(
+        target: ConnectionTarget, timeout: Duration, policy: ProbePolicy, environment: [String: String], sharing connections: SlotBox
+    ) {
         self.target = target
         self.timeout = timeout
         self.policy = policy
         self.environment = environment
-        self.connections = SlotBox()
+        self.connections = connections
     }
 
     /// The longest one probe takes: a new connection just within its budget, then the answer
@@ -75,6 +82,23 @@ public struct PostgresProber: Sendable {
             )
         }
         return outcome
+    }
+
+    /// One probe with the connection budget of a wake (`connectTimeout`, the cold start of a
+    /// database that slept included) on a new connection: it proves that the database starts.
+    public func wakeProbe(connectTimeout: Duration) async -> ProbeResult? {
+        var policy = policy
+        policy.connectTimeout = connectTimeout
+        policy.mode = .fresh
+        let waking = PostgresProber(target: target, timeout: timeout, policy: policy, environment: environment, sharing: connections)
+        return await waking.probe()
+    }
+
+    /// Whether the server ended the kept session while it sat idle, read without sending
+    /// anything (see `PGSession.checkIdle`). `.none` while a probe or a delivery uses it.
+    /// Blocks for no longer than one `poll` with no timeout and one read: call it off the pool.
+    public func checkKeptSession() -> IdleSessionCheck {
+        connections.slot.withLockIfAvailable { $0.checkKept() } ?? .none
     }
 
     /// Takes the kept session out, if there is one and no probe is using the slot: the event

@@ -61,6 +61,14 @@ struct HealthDaemonCommand: AsyncParsableCommand {
     var splay: Bool?
     @Flag(name: .customLong(ConfigKey.serverTimeouts.flagName), inversion: .prefixedNo, help: ConfigKey.serverTimeouts.argumentHelp)
     var serverTimeouts: Bool?
+    @Flag(name: .customLong(ConfigKey.scaleToZero.flagName), inversion: .prefixedNo, help: ConfigKey.scaleToZero.argumentHelp)
+    var scaleToZero: Bool?
+    @Option(name: .customLong(ConfigKey.suspendAfter.flagName), help: ConfigKey.suspendAfter.argumentHelp)
+    var suspendAfter: String?
+    @Option(name: .customLong(ConfigKey.wakeEvery.flagName), help: ConfigKey.wakeEvery.argumentHelp)
+    var wakeEvery: String?
+    @Option(name: .customLong(ConfigKey.wakeTimeout.flagName), help: ConfigKey.wakeTimeout.argumentHelp)
+    var wakeTimeout: String?
     @Option(name: .customLong(ConfigKey.logLevel.flagName), help: ConfigKey.logLevel.argumentHelp)
     var logLevel: String?
 
@@ -88,6 +96,10 @@ struct HealthDaemonCommand: AsyncParsableCommand {
         case .freshEvery: freshEvery
         case .splay: splay.map { $0 ? "on" : "off" }
         case .serverTimeouts: serverTimeouts.map { $0 ? "on" : "off" }
+        case .scaleToZero: scaleToZero.map { $0 ? "on" : "off" }
+        case .suspendAfter: suspendAfter
+        case .wakeEvery: wakeEvery
+        case .wakeTimeout: wakeTimeout
         }
     }
 

@@ -10,6 +10,7 @@ import Testing
         .logLevel: "debug", .stateDirectory: "/srv/state", .eventsDatabaseURL: "postgresql://events@db.example.net/app",
         .spoolLimit: "500", .alertLog: "/srv/alerts.log", .httpListen: "127.0.0.1:9187", .flapThreshold: "9",
         .flapWindow: "10m", .probeConnection: "fresh", .freshEvery: "1m", .splay: "off", .serverTimeouts: "off",
+        .scaleToZero: "on", .suspendAfter: "2m", .wakeEvery: "off", .wakeTimeout: "20s",
     ]
 
     static func resolved(_ values: [ConfigKey: String]) throws -> DaemonConfiguration {

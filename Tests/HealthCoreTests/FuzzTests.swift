@@ -466,6 +466,10 @@ enum ConfigSeeds {
         .connectTimeout: ["10ms", "2s", "60s"],
         .splay: ["on", "off", "true", "no"],
         .serverTimeouts: ["on", "off", "YES", "0"],
+        .scaleToZero: ["on", "off", "true", "0"],
+        .suspendAfter: ["10s", "5m", "1440m"],
+        .wakeEvery: ["off", "OFF", "1m", "60m", "10080m"],
+        .wakeTimeout: ["100ms", "10s", "120s"],
     ]
     /// Scalars that join the Character before or after them.
     static let awkwardScalars = ["", "", "\u{301}", "\u{200D}", "\u{FE0F}", "\u{1F3FB}", "\u{0308}", "\n", "\r", "\u{1F1FA}", "é", "\u{20DD}"]

@@ -20,6 +20,7 @@ struct LoopSimulator {
         var end: Duration
         var generation: Int
         var ok: Bool
+        var budget: ProbeLoop.Budget = .usual
     }
 
     /// The loop's instants are offsets from here; the wall clock runs from `wallOrigin`.
@@ -33,6 +34,9 @@ struct LoopSimulator {
     var connected = true
     /// Reloads to apply at these offsets.
     var reloads: [(at: Duration, settings: ProbeLoop.Settings)] = []
+    /// With `scale_to_zero`: the offset of the application's latest traffic at an offset
+    /// (`nil`: none open), as `ProbeService` reads it from the socket table before each wake.
+    var applicationTraffic: ((Duration) -> Duration?)?
 
     private(set) var probes: [Probe] = []
     private(set) var pings: [Duration] = []
@@ -74,7 +78,7 @@ struct LoopSimulator {
                 if let reload = reloads.first, reload.at <= wake {
                     reloads.removeFirst()
                     now = max(now, reload.at)
-                    loop.reload(reload.settings)
+                    loop.reload(reload.settings, at: instant)
                 } else {
                     now = max(now, wake)
                     // Out of test time, still asleep: taken up by the next run.
@@ -83,9 +87,10 @@ struct LoopSimulator {
                         return
                     }
                 }
+                if let applicationTraffic { loop.applicationTraffic(lastAt: applicationTraffic(now).map { origin + $0 }) }
                 pending = loop.wake(at: moment, newID: ids.next)
 
-            case .probe(let generation, let feedLimit):
+            case .probe(let generation, let feedLimit, let budget):
                 let start = now
                 let outcome = script(start)
                 let end = start + outcome.duration
@@ -93,14 +98,15 @@ struct LoopSimulator {
                 while let reload = reloads.first, reload.at < end {
                     reloads.removeFirst()
                     now = max(now, reload.at)
-                    loop.reload(reload.settings)
+                    loop.reload(reload.settings, at: instant)
                 }
                 now = end
-                probes.append(Probe(start: start, end: end, generation: generation, ok: outcome.failure == nil))
-                let result = ProbeResult(
+                probes.append(Probe(start: start, end: end, generation: generation, ok: outcome.failure == nil, budget: budget))
+                var result = ProbeResult(
                     startedAt: wallOrigin + start.seconds, latency: outcome.duration, phases: [],
                     failure: outcome.failure.map { ProbeFailure(reason: $0, phase: .connect, message: "scripted \($0.rawValue)") }
                 )
+                if case .wake = budget { result.connection = .fresh }
                 lastResult = result
                 let hasWork = recorderHasWork
                 pending = loop.probeFinished(result, generation: generation, at: moment, recorderHasWork: hasWork, newID: ids.next)

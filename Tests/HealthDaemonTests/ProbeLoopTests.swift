@@ -146,7 +146,7 @@ import Testing
         simulator.start()
         simulator.run(until: .seconds(1))
         let first = simulator.actions.compactMap { entry -> Duration?? in
-            if case .probe(_, let feed) = entry.action { return feed }
+            if case .probe(_, let feed, _) = entry.action { return feed }
             return nil
         }.first
         #expect(first == .some(Self.configuration.longestProbe))
