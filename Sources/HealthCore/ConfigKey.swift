@@ -118,7 +118,7 @@ public enum ConfigKey: String, Sendable, CaseIterable {
                     reload: .atOnce)
         case .suspendAfter:
             Setting(meaning: "With scale_to_zero: how long the database stays up after its last statement (its own idle timeout)",
-                    valueName: "duration", reload: .atOnce, range: .seconds(10)...(.seconds(86_400)))
+                    valueName: "duration", reload: .atOnce, range: .seconds(1)...(.seconds(86_400)))
         case .wakeEvery:
             Setting(meaning: "With scale_to_zero: wake a sleeping database this often to prove that it still starts; off: only when the application or an operator asks",
                     valueName: "duration", reload: .atOnce, range: .seconds(60)...(.seconds(7 * 86_400)))

@@ -205,7 +205,11 @@ public struct ProbeLoop: Sendable {
         let budget = inFlight
         inFlight = .usual
         guard probed == generation else { return tick(at: now, newID: newID) }
-        if result.ok { schedule?.probeReached(at: now.monotonic, loggedIn: result.connection == .fresh) }
+        if result.ok {
+            schedule?.probeReached(at: now.monotonic, loggedIn: result.connection == .fresh)
+        } else {
+            schedule?.probeFailed()
+        }
         let decisive = if case .wake = budget { true } else { false }
         let transition = machine.probeFinished(result, at: now.wall, decisive: decisive, newID: newID())
         let recording = decide(probe: result, transition: transition, at: now.wall, newID: newID)
@@ -241,7 +245,19 @@ public struct ProbeLoop: Sendable {
     /// The server ended the kept session with 57P01 while the loop was not probing. Returns
     /// whether that is the database going to sleep (`scale_to_zero`, nobody using it).
     public mutating func keptSessionTerminated(at now: Instant) -> Bool {
-        schedule?.sessionTerminated(at: now) ?? false
+        guard schedule != nil else { return false }
+        let asleep = schedule?.sessionTerminated(at: now) ?? false
+        // Not a sleep: a probe finds out what it was, now.
+        if !asleep { dueNow = true }
+        return asleep
+    }
+
+    /// The server ended the idle kept session otherwise than with 57P01 (a crash, a network
+    /// that dropped it): a probe finds out at once, and probes go on until one succeeds.
+    public mutating func keptSessionLost() {
+        guard schedule != nil else { return }
+        schedule?.probeFailed()
+        dueNow = true
     }
 
     /// An operator asked for a probe: one runs at once (a wake, if the database sleeps).

@@ -48,6 +48,8 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
         case scheduled
         /// An operator asked for a probe.
         case requested
+        /// The last probe failed: the next ones keep the wake budget until one gets in.
+        case retry
     }
 
     public enum Decision: Sendable, Equatable {
@@ -62,7 +64,7 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
 
     public let settings: Settings
     public private(set) var phase: Phase
-    /// The last time the application's sockets to the database sent or received data.
+    /// The last time the application's sockets to the database sent data.
     private var applicationTraffic: Instant?
     /// The last statement the database saw from this host, the application's or the daemon's:
     /// the start of its idle timer.
@@ -70,6 +72,15 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
     /// The last time the database proved that it starts: a login that succeeded.
     private var lastProof: Instant?
     private var requested = false
+    /// The last probe failed, or the session ended before the database's idle mark: probes run
+    /// at the interval, whatever the application does, until one succeeds. A database that is
+    /// down is not kept awake by them, and an outage that ends the application's connections
+    /// too is still reported.
+    private var checking = false
+
+    /// A 57P01 this close to the idle mark (`suspendAfter` after the last statement) is the
+    /// database going to sleep; one earlier is something else (a shutdown, an administrator).
+    public static let idleMarkTolerance = Duration.seconds(1)
 
     /// `now`: the daemon's start. Until it has seen the application's traffic, the database
     /// is taken to have been in use just now, so the first probe runs at once.
@@ -85,7 +96,7 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
 
     // MARK: Inputs
 
-    /// The latest instant any of the application's connections to the database sent or received
+    /// The latest instant any of the application's connections to the database sent
     /// data; `nil` when it has none (which leaves the last one seen standing).
     public mutating func applicationTraffic(lastAt: Instant?) {
         guard let lastAt else { return }
@@ -96,16 +107,28 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
     /// A probe of the daemon's reached the database at `at`; `loggedIn`: it opened a new
     /// session, which proves that the database starts.
     public mutating func probeReached(at: Instant, loggedIn: Bool) {
+        checking = false
         if lastStatement.map({ at > $0 }) ?? true { lastStatement = at }
         if loggedIn { lastProof = at }
-        if case .asleep = phase { phase = .resting(since: at) }
+        if case .asleep = phase { phase = isInUse(at: at) ? .following : .resting(since: at) }
+    }
+
+    /// A probe failed, or the server ended the idle session otherwise than by going to sleep:
+    /// probes go on at the interval until one succeeds.
+    public mutating func probeFailed() {
+        checking = true
     }
 
     /// The server ended the daemon's idle session with 57P01 ("terminating connection due to
-    /// administrator command"). Returns whether that is the database going to sleep (nobody
-    /// used it for a while), which is no failure; otherwise it is what it always was.
+    /// administrator command"). Returns whether that is the database going to sleep: nobody
+    /// uses it, and it came at the idle mark. Otherwise (a shutdown sends the same) the next
+    /// decision probes, and so on until a probe succeeds.
     public mutating func sessionTerminated(at now: Instant) -> Bool {
-        guard !isInUse(at: now) else { return false }
+        let idleMark = (lastStatement ?? now) + settings.suspendAfter
+        guard !isInUse(at: now), now + Self.idleMarkTolerance >= idleMark else {
+            checking = true
+            return false
+        }
         phase = .asleep(since: now, seen: true)
         return true
     }
@@ -125,13 +148,19 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
         case .following, .resting: mayBeAsleep = false
         }
         if isInUse(at: now) {
-            phase = .following
             requested = false
-            return mayBeAsleep ? .wake(.application) : .probe
+            // Asleep until a login proves it awake (`probeReached`), so that a wake that fails
+            // is retried as one.
+            guard !mayBeAsleep else { return .wake(.application) }
+            phase = .following
+            return .probe
         }
         if requested {
             requested = false
             return mayBeAsleep ? .wake(.requested) : .probe
+        }
+        if checking {
+            return mayBeAsleep ? .wake(.retry) : .probe
         }
         if case .following = phase {
             phase = .resting(since: now)

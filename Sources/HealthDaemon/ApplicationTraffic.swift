@@ -29,16 +29,24 @@ final class ApplicationTraffic: Sendable {
         self.logger = logger
     }
 
-    /// The latest instant any of the application's connections to the database sent or
-    /// received data; `nil` when it has none open. When the table cannot be read, `now`: the
-    /// database is taken to be in use, so an outage is never missed (and it is not let sleep).
+    /// The latest instant any of the application's connections to the database sent data;
+    /// `nil` when it has none open. What the server sends does not count: a database going to
+    /// sleep sends its idle sessions 57P01, which is no use by the application (and a
+    /// `NOTIFY` is none either). When the table cannot be read, `now`: the database is taken to
+    /// be in use, so an outage is never missed (and it is not let sleep).
     func lastTraffic(at now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
         let endpoints = resolvedEndpoints(at: now)
         do {
             let own = SocketTable.ownSocketInodes()
             let theirs = try SocketTable.established(to: endpoints).filter { !own.contains($0.inode) }
             state.withLock { $0.saidUnreadable = false }
-            return theirs.map(\.sinceTraffic).min().map { now - $0 }
+            if let newest = theirs.min(by: { $0.sinceSent < $1.sinceSent }) {
+                logger.trace("the application's traffic to the database", metadata: [
+                    "connections": "\(theirs.count)", "local_port": "\(newest.localPort)", "uid": "\(newest.uid)",
+                    "since_sent_ms": "\(newest.sinceSent.milliseconds)",
+                ])
+            }
+            return theirs.map(\.sinceSent).min().map { now - $0 }
         } catch {
             let first = state.withLock { state in
                 defer { state.saidUnreadable = true }

@@ -123,6 +123,7 @@ public struct Daemon: Sendable {
             .init(service: delivery),
             .init(service: AlertLogReopenService(alertLog: alertLog, logger: logger)),
             .init(service: probe),
+            .init(service: ProbeRequestService(probe: probe, logger: logger)),
         ]
         if let tcpServer { services.append(.init(service: StatusServerService(server: tcpServer))) }
         if let reload {

@@ -108,6 +108,13 @@ final class ProbeService: Service {
         reloadedOnThread.set()
     }
 
+    /// A probe now (SIGUSR2): a wake, if the database is let sleep.
+    func requestProbe() {
+        state.withLock { $0.loop.requestProbe() }
+        reloaded.signal()
+        reloadedOnThread.set()
+    }
+
     /// READY=1 has been sent: a reload before that must not send READY=1 early.
     var hasReported: Bool { state.withLock { $0.loop.hasReported } }
 
@@ -310,13 +317,18 @@ final class ProbeService: Service {
         guard let (lastAt, idle) = observed else { return }
         let asleep = state.withLock { state -> Bool in
             state.loop.applicationTraffic(lastAt: lastAt)
-            guard case .ended(let sqlstate) = idle, sqlstate == "57P01" else { return false }
+            guard case .ended(let sqlstate) = idle else { return false }
+            // Only 57P01 can be a sleep; any other end is looked into by a probe at once.
+            guard sqlstate == "57P01" else {
+                state.loop.keptSessionLost()
+                return false
+            }
             return state.loop.keptSessionTerminated(at: now)
         }
         if asleep {
-            logger.notice("the database went to sleep: the server ended the idle session (57P01) while nobody used it")
+            logger.notice("the database went to sleep: the server ended the idle session (57P01) at its idle mark, while nobody used it")
         } else if case .ended(let sqlstate) = idle {
-            logger.info("the server ended the idle kept session", metadata: ["sqlstate": "\(sqlstate ?? "none")"])
+            logger.info("the server ended the idle kept session before the database's idle mark: probing now", metadata: ["sqlstate": "\(sqlstate ?? "none")"])
         }
     }
 
@@ -335,7 +347,8 @@ final class ProbeService: Service {
         let changed = store.read().sleep.map { ($0.phase, $0.seen) } ?? nil
         store.update { $0.sleep = sleep }
         if let sleep, changed.map({ $0 != (sleep.phase, sleep.seen) }) ?? true {
-            logger.info("scale_to_zero: \(sleep.phase.rawValue)", metadata: ["seen": "\(sleep.seen)"])
+            // Following and resting alternate with the application's every query: debug.
+            logger.log(level: sleep.phase == .asleep ? .info : .debug, "scale_to_zero: \(sleep.phase.rawValue)", metadata: ["seen": "\(sleep.seen)"])
         }
     }
 

@@ -204,8 +204,14 @@ final class PGSession: @unchecked Sendable {
         var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
         guard descriptor.fd >= 0 else { return .ended(sqlstate: nil) }
         guard poll(&descriptor, 1, 0) > 0 else { return .open }
-        if PQconsumeInput(connection) == 1, PQstatus(connection) == CONNECTION_OK { return .open }
-        return .ended(sqlstate: notices.fatal?.sqlstate)
+        let read = PQconsumeInput(connection) == 1
+        // PQconsumeInput only reads; PQisBusy parses what was read, which passes a FATAL sent
+        // to an idle session to the notice receiver. It comes before the end of the
+        // connection, and may be read on its own.
+        _ = PQisBusy(connection)
+        if let fatal = notices.fatal { return .ended(sqlstate: fatal.sqlstate) }
+        if read, PQstatus(connection) == CONNECTION_OK { return .open }
+        return .ended(sqlstate: nil)
     }
 
     private static func values(of result: OpaquePointer) -> [[String?]] {

@@ -200,6 +200,8 @@ enum Main {
         signal(SIGHUP, SIG_IGN)
         // SIGUSR1 reopens the alert log once the services run; until then it must not kill.
         signal(SIGUSR1, SIG_IGN)
+        // SIGUSR2 asks for a probe once the services run.
+        signal(SIGUSR2, SIG_IGN)
 
         do {
             let daemon = try await Daemon.make(

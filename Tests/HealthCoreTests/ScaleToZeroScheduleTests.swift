@@ -98,6 +98,8 @@ import Testing
         schedule.applicationTraffic(lastAt: at(101))
         let decision6 = schedule.decide(at: at(102))
         #expect(decision6 == .wake(.application))
+        // The application is still at it when the wake's login gets in.
+        schedule.applicationTraffic(lastAt: at(102.5))
         schedule.probeReached(at: at(103), loggedIn: true)
         #expect(schedule.phase == .following)
         schedule.applicationTraffic(lastAt: at(103.5))
@@ -217,5 +219,65 @@ import Testing
         }
         #expect(!daemonAfterStretch.isEmpty)
         #expect(daemonAfterStretch.allSatisfy { $0 < 2 }, "\(daemonAfterStretch.max() ?? 0) s past the application")
+    }
+}
+
+@Suite struct ScaleToZeroScheduleCheckTests {
+    let start = ContinuousClock.now
+
+    func at(_ seconds: Double) -> ContinuousClock.Instant { start + .milliseconds(Int64(seconds * 1_000)) }
+
+    var schedule: ScaleToZeroSchedule {
+        ScaleToZeroSchedule(settings: .init(suspendAfter: .seconds(60), interval: .seconds(2), wakeEvery: nil), at: start)
+    }
+
+    /// A shutdown ends sessions with the same 57P01 as a suspension: before the idle mark it is
+    /// no sleep, and the loop probes until a probe gets in.
+    @Test func a57P01BeforeTheIdleMarkIsLookedInto() {
+        var schedule = schedule
+        schedule.applicationTraffic(lastAt: at(0))
+        _ = schedule.decide(at: at(5))
+        let wentToSleep = schedule.sessionTerminated(at: at(20))
+        #expect(!wentToSleep)
+        #expect(schedule.phase == .resting(since: at(5)))
+        let first = schedule.decide(at: at(20))
+        #expect(first == .probe)
+        schedule.probeFailed()
+        let second = schedule.decide(at: at(22))
+        #expect(second == .probe)
+        schedule.probeReached(at: at(24), loggedIn: true)
+        let settled = schedule.decide(at: at(26))
+        #expect(settled == .rest(until: at(28)))
+    }
+
+    /// An outage that ends the application's connections leaves no traffic to follow: after a
+    /// failed probe the loop probes on at the interval, to a verdict and after it.
+    @Test func aFailedProbeKeepsTheLoopProbingWithoutTheApplication() {
+        var schedule = schedule
+        schedule.applicationTraffic(lastAt: at(0))
+        let first = schedule.decide(at: at(1))
+        #expect(first == .probe)
+        schedule.probeFailed()
+        for second in stride(from: 3.0, through: 301, by: 2) {
+            let decision = schedule.decide(at: at(second))
+            #expect(decision == .probe, "at \(second) s")
+            schedule.probeFailed()
+        }
+    }
+
+    /// A wake that failed is retried with the wake budget.
+    @Test func aFailedWakeIsRetriedAsAWake() {
+        var schedule = schedule
+        schedule.applicationTraffic(lastAt: at(0))
+        _ = schedule.decide(at: at(2))
+        _ = schedule.decide(at: at(70))
+        schedule.applicationTraffic(lastAt: at(99))
+        let wake = schedule.decide(at: at(100))
+        #expect(wake == .wake(.application))
+        schedule.probeFailed()
+        // The application gave up too: no traffic, and the database still asleep for all the
+        // daemon knows.
+        let retry = schedule.decide(at: at(110))
+        #expect(retry == .wake(.retry))
     }
 }

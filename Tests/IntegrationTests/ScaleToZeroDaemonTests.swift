@@ -1,0 +1,145 @@
+import Foundation
+import HealthCore
+import Testing
+import TestSupport
+
+/// `scale_to_zero` against a stand-in for a database that suspends when unused: the daemon
+/// follows the application's use of it, lets it sleep, sees the sleep for what it is, wakes it
+/// with the wake budget, and still reports a failed wake and an outage during use.
+@Suite(.serialized) struct ScaleToZeroDaemonTests {
+    static let interval = Duration.milliseconds(500)
+
+    static func daemonArguments(suspendAfter: Duration, wakeTimeout: Duration = .seconds(5)) -> [String] {
+        [
+            "--scale-to-zero", "--suspend-after", "\(suspendAfter.milliseconds)ms", "--wake-every", "off",
+            "--wake-timeout", "\(wakeTimeout.milliseconds)ms", "--interval", "\(interval.milliseconds)ms",
+            "--fall", "2", "--rise", "1", "--no-splay", "--flap-threshold", "1000",
+        ]
+    }
+
+    /// Busy, quiet (the stand-in suspends, the daemon says asleep and stays healthy), busy again
+    /// (a cold start within the wake budget, no failure), with no unhealthy verdict throughout.
+    @Test func aSleepIsNoOutageAndAWakeIsNoFailure() async throws {
+        let cluster = try await TestPostgres.start()
+        defer { cluster.destroy() }
+        let standIn = try ScaleToZeroStandIn(cluster: cluster, suspendAfter: .seconds(3), coldStart: .milliseconds(1_500))
+        defer { standIn.close() }
+        let url = "postgresql://postgres@127.0.0.1:\(standIn.port)/postgres"
+        // Queries closer together than the daemon's interval: in use all along.
+        let application = try QueryingApplication(url: url, busyFor: .seconds(5), every: .milliseconds(200))
+        defer { application.stop() }
+        let daemon = try RunningDaemon(Self.daemonArguments(suspendAfter: .seconds(3)), environment: ["DATABASE_URL": url])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        let following = try await daemon.waitForStatus(timeout: .seconds(5)) { $0.sleep?.phase == "following" }
+        #expect(following != nil)
+
+        // The application goes quiet after 5 s; the stand-in suspends 3 s after the last client
+        // byte, and the daemon's probes must not have pushed that out by more than an interval.
+        let suspended = await waitUntil(timeout: .seconds(20)) { !standIn.suspensions.isEmpty }
+        #expect(suspended, "the stand-in never suspended: the daemon kept it awake")
+        // Presumed asleep at its timer, then seen: the server ended the idle kept session.
+        let asleep = try await daemon.waitForStatus(timeout: .seconds(10)) { $0.sleep?.phase == "asleep" && $0.sleep?.seen == true }
+        #expect(asleep != nil, "the 57P01 on the kept session was not seen as a sleep")
+        #expect(asleep?.state == "healthy")
+        #expect(asleep?.isStale == false, "a sleeping database's report went stale")
+        let health = try await daemon.get("/health")
+        #expect(health.status == 200)
+        // Nothing of the daemon's wakes it while it sleeps.
+        try await Task.sleep(for: .seconds(3))
+        #expect(standIn.wakes.isEmpty, "woken while nobody used it: \(standIn.wakes)")
+
+        // The application comes back: its own login wakes the stand-in; the daemon follows at
+        // once, and the cold start is no failure.
+        let returned = ContinuousClock.now
+        application.resume(for: .seconds(4))
+        let awake = try await daemon.waitForStatus(timeout: .seconds(10)) {
+            $0.sleep?.phase == "following" && $0.lastProbe?.ok == true && ($0.lastProbe?.ageMs ?? .max) < 1_000
+        }
+        #expect(awake != nil, "the daemon did not follow the application back")
+        #expect(ContinuousClock.now - returned < .seconds(8))
+        #expect(awake?.state == "healthy")
+        let transitions = try await daemon.events().filter { $0.to == "unhealthy" }
+        #expect(transitions.isEmpty, "\(transitions)")
+        #expect(application.errors.isEmpty || application.errors.allSatisfy { $0.sqlstate == "57P01" }, "\(application.errors)")
+    }
+
+    /// A wake that does not answer within `wake_timeout` is unhealthy at once, although `fall`
+    /// is 2.
+    @Test func aWakeThatDoesNotAnswerIsUnhealthyAtOnce() async throws {
+        let cluster = try await TestPostgres.start()
+        defer { cluster.destroy() }
+        let standIn = try ScaleToZeroStandIn(cluster: cluster, suspendAfter: .seconds(2))
+        defer { standIn.close() }
+        let url = "postgresql://postgres@127.0.0.1:\(standIn.port)/postgres"
+        let application = try QueryingApplication(url: url, busyFor: .seconds(3))
+        defer { application.stop() }
+        let daemon = try RunningDaemon(
+            Self.daemonArguments(suspendAfter: .seconds(2), wakeTimeout: .seconds(2)), environment: ["DATABASE_URL": url]
+        )
+        _ = try #require(try await daemon.waitFor(.healthy))
+        // Asleep for both: the stand-in stopped its server, and the daemon saw it go.
+        #expect(await waitUntil(timeout: .seconds(20)) { standIn.isSuspended })
+        _ = try #require(try await daemon.waitForStatus(timeout: .seconds(10)) { $0.sleep?.phase == "asleep" && $0.sleep?.seen == true })
+
+        // The compute never comes up: the application's connection waits, open, and so does
+        // the daemon's wake.
+        standIn.failWakes(.hold)
+        let returned = ContinuousClock.now
+        application.resume(for: .seconds(30))
+        let verdict = try await daemon.waitFor(.unhealthy, timeout: .seconds(15))
+        if verdict == nil { print(daemon.process.output()) }
+        let unhealthy = try #require(verdict)
+        let took = ContinuousClock.now - returned
+        #expect(took < .seconds(2 + 1 + 2), "unhealthy after \(took)")
+        #expect(unhealthy.lastProbe?.reason == "timeout", "\(String(describing: unhealthy.lastProbe))")
+        let transition = try #require(try await daemon.events().last { $0.to == "unhealthy" })
+        #expect(transition.consecutive == 1, "\(transition)")
+    }
+
+    /// SIGUSR2 asks for a probe: a sleeping database is woken (a login proves that it starts),
+    /// then let sleep again.
+    @Test func aWakeCanBeAskedFor() async throws {
+        let cluster = try await TestPostgres.start()
+        defer { cluster.destroy() }
+        let standIn = try ScaleToZeroStandIn(cluster: cluster, suspendAfter: .seconds(2))
+        defer { standIn.close() }
+        let url = "postgresql://postgres@127.0.0.1:\(standIn.port)/postgres"
+        let daemon = try RunningDaemon(Self.daemonArguments(suspendAfter: .seconds(2)), environment: ["DATABASE_URL": url])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        #expect(await waitUntil(timeout: .seconds(15)) { standIn.isSuspended })
+        let before = try #require(try await daemon.waitForStatus(timeout: .seconds(10)) { $0.sleep?.phase == "asleep" })
+        #expect(standIn.wakes.isEmpty)
+
+        daemon.process.signal(SIGUSR2)
+        #expect(await waitUntil(timeout: .seconds(10)) { standIn.wakes.count == 1 }, "no wake: \(standIn.wakes)")
+        let woken = try await daemon.waitForStatus(timeout: .seconds(10)) {
+            $0.lastProbe?.ok == true && $0.lastProbe?.at != before.lastProbe?.at
+        }
+        #expect(woken?.lastProbe?.connection == "fresh", "\(String(describing: woken?.lastProbe))")
+        #expect(woken?.state == "healthy")
+        // And let sleep again: nothing more of the daemon's keeps it up.
+        #expect(await waitUntil(timeout: .seconds(15)) { standIn.suspensions.count == 2 })
+        #expect(standIn.wakes.count == 1)
+    }
+
+    /// While the application uses the database an outage is reported within the usual bound.
+    @Test func anOutageDuringUseIsReportedWithinTheUsualBound() async throws {
+        let cluster = try await TestPostgres.start()
+        defer { cluster.destroy() }
+        let standIn = try ScaleToZeroStandIn(cluster: cluster, suspendAfter: .seconds(30))
+        defer { standIn.close() }
+        let url = "postgresql://postgres@127.0.0.1:\(standIn.port)/postgres"
+        let application = try QueryingApplication(url: url, busyFor: .seconds(60))
+        defer { application.stop() }
+        let daemon = try RunningDaemon(Self.daemonArguments(suspendAfter: .seconds(30)), environment: ["DATABASE_URL": url])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        try await Task.sleep(for: .seconds(1))
+        let killedAt = ContinuousClock.now
+        try await cluster.stop()
+        _ = try #require(try await daemon.waitFor(.unhealthy, timeout: .seconds(15)))
+        var configuration = DaemonConfiguration.defaults
+        configuration.interval = Self.interval
+        let took = ContinuousClock.now - killedAt
+        #expect(took <= configuration.detectionBound + .seconds(1), "unhealthy after \(took), bound \(configuration.detectionBound)")
+    }
+}
