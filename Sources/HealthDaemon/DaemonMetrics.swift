@@ -13,6 +13,7 @@ public final class DaemonMetrics: Sendable {
     private let spoolPending: Metrics.Gauge
     private let spoolDropped: Metrics.Gauge
     private let spoolDegraded: Metrics.Gauge
+    private let asleep: Metrics.Gauge
     private let states: [HealthState: Metrics.Gauge]
     private let roundTrip: Metrics.Gauge
     private let connectTime: Metrics.Gauge
@@ -43,6 +44,7 @@ public final class DaemonMetrics: Sendable {
         spoolPending = Metrics.Gauge(label: "dreamnet_healthd_spool_pending_events")
         spoolDropped = Metrics.Gauge(label: "dreamnet_healthd_spool_dropped_events")
         spoolDegraded = Metrics.Gauge(label: "dreamnet_healthd_spool_degraded")
+        asleep = Metrics.Gauge(label: "dreamnet_healthd_database_asleep")
         // Distance: the shortest recent SELECT 1, the latest new connection's set-up, and the
         // budgets they are held to (headroom is budget minus time).
         roundTrip = Metrics.Gauge(label: "dreamnet_healthd_round_trip_seconds")
@@ -82,6 +84,7 @@ public final class DaemonMetrics: Sendable {
         spoolPending.record(snapshot.spool.pending)
         spoolDropped.record(snapshot.spool.dropped)
         spoolDegraded.record(snapshot.spool.degradedReason == nil ? 0 : 1)
+        asleep.record(snapshot.sleep?.phase == .asleep ? 1 : 0)
         connectBudget.record(snapshot.connectTimeout.seconds)
         answerBudget.record(snapshot.timeout.seconds)
         if let measured = snapshot.distance.roundTrip { roundTrip.record(measured.seconds) }

@@ -69,6 +69,12 @@ struct Status: ParsableCommand {
             lines.append(("last probe", text))
             if let message = probe.message { lines.append(("message", message)) }
         }
+        if let sleep = status.sleep {
+            var text = sleep.phase
+            if let since = sleep.since { text += " since \(since)" }
+            if sleep.phase == SleepStatus.Phase.asleep.rawValue { text += sleep.seen ? " (the server ended the idle session)" : " (presumed from suspend_after)" }
+            lines.append(("sleep", text))
+        }
         lines.append(("streak", "\(status.consecutiveSuccesses) ok, \(status.consecutiveFailures) failed in a row (rise \(status.rise), fall \(status.fall))"))
         lines.append(("transitions", "\(status.transitions)"))
         if let spool = status.spool {

@@ -44,6 +44,11 @@ import TestSupport
         #expect(asleep?.isStale == false, "a sleeping database's report went stale")
         let health = try await daemon.get("/health")
         #expect(health.status == 200)
+        let metrics = String(decoding: try await daemon.get("/metrics").body, as: UTF8.self)
+        #expect(metrics.contains("\ndreamnet_healthd_database_asleep 1"), "\(metrics)")
+        let summary = try await offPool { [socket = daemon.socketPath] in try Binaries.healthctl(["--socket", socket, "status"]) }
+        #expect(summary.status == 0, "\(summary.stderr)")
+        #expect(summary.stdout.contains("asleep since") && summary.stdout.contains("the server ended the idle session"), "\(summary.stdout)")
         // Nothing of the daemon's wakes it while it sleeps.
         try await Task.sleep(for: .seconds(3))
         #expect(standIn.wakes.isEmpty, "woken while nobody used it: \(standIn.wakes)")
