@@ -12,7 +12,7 @@
 # shellcheck disable=SC2154 # conf and password come from the harness
 
 ct cp "$conf" /root/conf.before-j2
-ct sh -c "printf 'scale_to_zero = on\ninterval = 500ms\nsuspend_after = 1h\n' >>$conf"
+ct sh -c "printf 'scale_to_zero = on\ninterval = 500ms\nsuspend_after = 60m\n' >>$conf"
 ct systemctl reload dreamnet-healthd
 t=$(now)
 # The application: one session of another user, a query a second for 6 s, then idle for 12 s.
