@@ -55,7 +55,7 @@ public final class PooledEndpointStandIn: Sendable {
         // SSLRequest and GSSENCRequest: 8 bytes, code 80877103 / 80877104. Declined, as often as asked.
         var packet: [UInt8]
         while true {
-            guard let next = readPacket(from: client) else { return }
+            guard let next = readStartupPacket(from: client) else { return }
             packet = next
             let code = packet.count >= 8 ? bigEndian32(packet, at: 4) : 0
             guard packet.count == 8, code == 80_877_103 || code == 80_877_104 else { break }
@@ -81,26 +81,6 @@ public final class PooledEndpointStandIn: Sendable {
         }
         forwardDelayed(from: client, to: server, delay: { .zero })
         finished.wait()
-    }
-
-    /// One length-prefixed startup-phase packet (no type byte), or nil at the end of input.
-    private func readPacket(from descriptor: Int32) -> [UInt8]? {
-        guard let header = readExactly(4, from: descriptor) else { return nil }
-        let length = Int(bigEndian32(header, at: 0))
-        guard (8...10_000).contains(length), let rest = readExactly(length - 4, from: descriptor) else { return nil }
-        return header + rest
-    }
-
-    private func readExactly(_ count: Int, from descriptor: Int32) -> [UInt8]? {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var offset = 0
-        while offset < count {
-            let got = bytes[offset...].withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if got < 0 && errno == EINTR { continue }
-            guard got > 0 else { return nil }
-            offset += got
-        }
-        return bytes
     }
 
     /// The name/value pairs after the protocol version.

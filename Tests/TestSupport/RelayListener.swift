@@ -66,3 +66,32 @@ final class RelayListener: Sendable {
         }
     }
 }
+
+// MARK: - The startup phase, for the stand-ins that read it themselves
+
+/// One length-prefixed startup-phase packet (no type byte: SSLRequest, StartupMessage), or nil
+/// at the end of input, or when `within` (if given) passes between two reads.
+func readStartupPacket(from descriptor: Int32, within limit: Duration? = nil) -> [UInt8]? {
+    guard let header = readExactly(4, from: descriptor, within: limit) else { return nil }
+    let length = Int(header.reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+    guard (8...10_000).contains(length), let rest = readExactly(length - 4, from: descriptor, within: limit) else { return nil }
+    return header + rest
+}
+
+private func readExactly(_ count: Int, from descriptor: Int32, within limit: Duration?) -> [UInt8]? {
+    var bytes = [UInt8](repeating: 0, count: count)
+    var offset = 0
+    while offset < count {
+        if let limit {
+            var ready = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let polled = poll(&ready, 1, Int32(limit / .milliseconds(1)))
+            if polled < 0 && errno == EINTR { continue }
+            guard polled > 0 else { return nil }
+        }
+        let got = bytes[offset...].withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        if got < 0 && errno == EINTR { continue }
+        guard got > 0 else { return nil }
+        offset += got
+    }
+    return bytes
+}

@@ -311,37 +311,12 @@ public final class ScaleToZeroStandIn: Sendable {
     /// SSLRequest or GSSENCRequest first is declined with "N"), then an ErrorResponse, then the end.
     private func refuse(_ client: Int32) {
         while true {
-            guard let packet = readStartupPacket(from: client) else { return }
+            guard let packet = readStartupPacket(from: client, within: .seconds(10)) else { return }
             let code = packet.count == 8 ? packet[4...7].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } : 0
             guard code == 80_877_103 || code == 80_877_104 else { break }
             guard writeAll([UInt8(ascii: "N")], to: client) else { return }
         }
         _ = writeAll(PooledEndpointStandIn.errorResponse(sqlstate: "XX000", message: Self.wakeRefusal), to: client)
-    }
-
-    /// One length-prefixed startup-phase packet (no type byte), or nil at the end of input or
-    /// after 10 s without it.
-    private func readStartupPacket(from descriptor: Int32) -> [UInt8]? {
-        guard let header = readExactly(4, from: descriptor) else { return nil }
-        let length = Int(header.reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-        guard (8...10_000).contains(length), let rest = readExactly(length - 4, from: descriptor) else { return nil }
-        return header + rest
-    }
-
-    private func readExactly(_ count: Int, from descriptor: Int32) -> [UInt8]? {
-        var bytes = [UInt8](repeating: 0, count: count)
-        var offset = 0
-        while offset < count {
-            var ready = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let polled = poll(&ready, 1, 10_000)
-            if polled < 0 && errno == EINTR { continue }
-            guard polled > 0 else { return nil }
-            let got = bytes[offset...].withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if got < 0 && errno == EINTR { continue }
-            guard got > 0 else { return nil }
-            offset += got
-        }
-        return bytes
     }
 
     /// Whether the client has closed its end (or reset it); what it sent stays unread.
