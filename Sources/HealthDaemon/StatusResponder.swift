@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import HealthCore
 
 /// What the status servers call for every request (the Unix socket's and `http_listen`'s):
