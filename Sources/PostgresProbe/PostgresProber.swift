@@ -86,10 +86,12 @@ public struct PostgresProber: Sendable {
 
     /// One probe with the connection budget of a wake (`connectTimeout`, the cold start of a
     /// database that slept included) on a new connection: it proves that the database starts.
+    /// In session mode the new connection is kept, so the next probe does not log in again.
     public func wakeProbe(connectTimeout: Duration) async -> ProbeResult? {
         var policy = policy
         policy.connectTimeout = connectTimeout
-        policy.mode = .fresh
+        // No kept session is young enough: a new connection, whatever the mode.
+        policy.freshEvery = .zero
         let waking = PostgresProber(target: target, timeout: timeout, policy: policy, environment: environment, sharing: connections)
         return await waking.probe()
     }
