@@ -11,12 +11,15 @@ public struct StatusLine: Sendable, Equatable {
     public var spooled: Int
     /// Events held in memory while the spool is degraded; `nil` while it is not.
     public var degradedInMemory: Int?
+    /// With `scale_to_zero`: the database is let sleep, and the last probe is as old as that.
+    public var asleep: Bool
 
-    public init(state: HealthState, lastProbe: LastProbe?, spooled: Int, degradedInMemory: Int?) {
+    public init(state: HealthState, lastProbe: LastProbe?, spooled: Int, degradedInMemory: Int?, asleep: Bool = false) {
         self.state = state
         self.lastProbe = lastProbe
         self.spooled = spooled
         self.degradedInMemory = degradedInMemory
+        self.asleep = asleep
     }
 
     public init(_ snapshot: StatusSnapshot) {
@@ -26,12 +29,14 @@ public struct StatusLine: Sendable, Equatable {
                 probe.ok ? .ok(latency: probe.latency) : .failed(reason: probe.reasonText, phase: probe.failure?.phase)
             },
             spooled: snapshot.spool.pending,
-            degradedInMemory: snapshot.spool.degradedReason == nil ? nil : snapshot.spool.inMemory
+            degradedInMemory: snapshot.spool.degradedReason == nil ? nil : snapshot.spool.inMemory,
+            asleep: snapshot.sleep?.phase == .asleep
         )
     }
 
     public var text: String {
         var line = "database \(state.rawValue)"
+        if asleep { line += "; asleep" }
         switch lastProbe {
         case .ok(let latency)?:
             line += "; last probe ok in \(FixedPoint.format(latency.fractionalMilliseconds, places: 1)) ms"

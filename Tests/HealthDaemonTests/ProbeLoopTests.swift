@@ -297,6 +297,21 @@ import Testing
         #expect(loop.statusNotice(for: line, at: .now, connected: true) == .status(line.text))
     }
 
+    /// A database let sleep says so on the STATUS line, and the change is sent at once.
+    @Test func aSleepIsOnTheLineAndSentAtOnce() {
+        var line = StatusLine(state: .healthy, lastProbe: .ok(latency: .milliseconds(3)), spooled: 0, degradedInMemory: nil)
+        var loop = ProbeLoop(settings: ProbeLoopScheduleTests.settings(), remembered: nil, watchdogPeriod: nil, at: .now)
+        let start = ContinuousClock.now
+        _ = loop.statusNotice(for: line, at: start, connected: true)
+        line.asleep = true
+        #expect(line.text == "database healthy; asleep; last probe ok in 3.0 ms; 0 events spooled")
+        let notice = loop.statusNotice(for: line, at: start + .seconds(1), connected: true)
+        #expect(notice == .status(line.text))
+        line.asleep = false
+        let awake = loop.statusNotice(for: line, at: start + .seconds(2), connected: true)
+        #expect(awake == .status("database healthy; last probe ok in 3.0 ms; 0 events spooled"))
+    }
+
     @Test func theLineComparesWithoutItsLatency() {
         let fast = StatusLine(state: .healthy, lastProbe: .ok(latency: .milliseconds(1)), spooled: 3, degradedInMemory: nil)
         var slow = fast

@@ -56,6 +56,7 @@ import TestSupport
         // The application comes back: its own login wakes the stand-in; the daemon follows at
         // once, and the cold start is no failure.
         let returned = ContinuousClock.now
+        let relayedBefore = standIn.counts.relayed
         application.resume(for: .seconds(4))
         let awake = try await daemon.waitForStatus(timeout: .seconds(10)) {
             $0.sleep?.phase == "following" && $0.lastProbe?.ok == true && ($0.lastProbe?.ageMs ?? .max) < 1_000
@@ -63,6 +64,10 @@ import TestSupport
         #expect(awake != nil, "the daemon did not follow the application back")
         #expect(ContinuousClock.now - returned < .seconds(8))
         #expect(awake?.state == "healthy")
+        // Two logins for the stretch: the application's, and the daemon's wake, whose
+        // connection the probes that follow keep using.
+        try await Task.sleep(for: .seconds(2))
+        #expect(standIn.counts.relayed - relayedBefore == 2, "\(standIn.counts.relayed - relayedBefore) connections for the stretch")
         let transitions = try await daemon.events().filter { $0.to == "unhealthy" }
         #expect(transitions.isEmpty, "\(transitions)")
         #expect(application.errors.isEmpty || application.errors.allSatisfy { $0.sqlstate == "57P01" }, "\(application.errors)")
@@ -122,6 +127,7 @@ import TestSupport
         }
         #expect(woken?.lastProbe?.connection == "fresh", "\(String(describing: woken?.lastProbe))")
         #expect(woken?.state == "healthy")
+
         // And let sleep again: nothing more of the daemon's keeps it up.
         #expect(await waitUntil(timeout: .seconds(15)) { standIn.suspensions.count == 2 })
         #expect(standIn.wakes.count == 1)
