@@ -1,4 +1,3 @@
-import Glibc
 import HostSockets
 import Logging
 import PostgresProbe
@@ -9,7 +8,8 @@ import Synchronization
 /// out. Nothing is sent to the database. Blocking (name resolution, one netlink dump per
 /// address family): call it from a thread of its own.
 final class ApplicationTraffic: Sendable {
-    private let hosts: [(host: String, port: UInt16)]
+    private let target: ConnectionTarget
+    private let environment: [String: String]
     private let logger: Logger
     private struct State {
         var endpoints: Set<TCPEndpoint> = []
@@ -20,12 +20,16 @@ final class ApplicationTraffic: Sendable {
 
     /// Names are resolved again this often: a managed endpoint's addresses change.
     static let resolveEvery = Duration.seconds(60)
+    /// The longest one resolution may hold the loop's look at the table; a name without an
+    /// answer by then keeps the addresses it had, and its lookup goes on in the background.
+    static let resolveLimit = Duration.seconds(1)
 
     /// `nil` when the target has no TCP host (a Unix socket): the application's use of it
     /// cannot be seen, and every interval is probed.
     init?(target: ConnectionTarget, environment: [String: String], logger: Logger) {
-        hosts = target.tcpHosts(environment: environment)
-        guard !hosts.isEmpty else { return nil }
+        guard !target.tcpHosts(environment: environment).isEmpty else { return nil }
+        self.target = target
+        self.environment = environment
         self.logger = logger
     }
 
@@ -68,33 +72,14 @@ final class ApplicationTraffic: Sendable {
             return state.endpoints
         }
         if let cached { return cached }
-        var endpoints: Set<TCPEndpoint> = []
-        for (host, port) in hosts {
-            endpoints.formUnion(Self.addresses(of: host).compactMap { TCPEndpoint(numeric: $0, port: port) })
-        }
+        let endpoints = Set(target.tcpAddresses(environment: environment, within: Self.resolveLimit).compactMap {
+            TCPEndpoint(numeric: $0.address, port: $0.port)
+        })
         state.withLock { state in
             // A failed lookup keeps the addresses it had.
             if !endpoints.isEmpty || state.resolvedAt == nil { state.endpoints = endpoints }
             state.resolvedAt = now
         }
         return state.withLock { $0.endpoints }
-    }
-
-    private static func addresses(of host: String) -> [String] {
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &list) == 0 else { return [] }
-        defer { freeaddrinfo(list) }
-        var found: [String] = []
-        var entry = list
-        while let current = entry {
-            var text = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-            if getnameinfo(current.pointee.ai_addr, current.pointee.ai_addrlen, &text, socklen_t(text.count), nil, 0, NI_NUMERICHOST) == 0 {
-                found.append(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
-            }
-            entry = current.pointee.ai_next
-        }
-        return found
     }
 }

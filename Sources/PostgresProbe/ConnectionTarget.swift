@@ -78,6 +78,15 @@ public struct ConnectionTarget: Sendable {
         options.last(where: { $0.keyword == keyword })?.value
     }
 
+    /// The numeric addresses and ports of `tcpHosts`, each name resolved as a probe resolves it
+    /// (bounded by `limit`, a stuck lookup joined rather than started again); a name without an
+    /// answer in time is left out. Blocks: call it off the cooperative pool.
+    public func tcpAddresses(environment: [String: String], within limit: Duration) -> [(address: String, port: UInt16)] {
+        tcpHosts(environment: environment).flatMap { host, port in
+            (HostResolver.addresses(of: host, within: limit) ?? []).map { ($0, port) }
+        }
+    }
+
     /// The TCP hosts and ports the target names (`hostaddr` before `host`, as libpq connects),
     /// in order; socket directories are left out. A host without a port has `PGPORT`'s, or 5432.
     public func tcpHosts(environment: [String: String]) -> [(host: String, port: UInt16)] {

@@ -55,6 +55,18 @@ final class HostResolver: Sendable {
         }
     }
 
+    /// The numeric addresses of `host` within `limit`, or nil (no answer in time, or none):
+    /// the probes' bounded lookup, for a caller other than a probe. Blocks for at most
+    /// `limit`; call it off the cooperative pool.
+    static func addresses(of host: String, within limit: Duration) -> [String]? {
+        if isNumericAddress(host) { return [host] }
+        let lookup = shared.begin(host)
+        guard case .success(let addresses) = shared.wait(for: lookup, until: .now + limit, cancellation: ProbeCancellation()) else {
+            return nil
+        }
+        return addresses
+    }
+
     /// `true` for a literal IPv4 or IPv6 address, which needs no lookup.
     static func isNumericAddress(_ host: String) -> Bool {
         var v4 = in_addr()
