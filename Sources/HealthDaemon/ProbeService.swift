@@ -344,9 +344,9 @@ final class ProbeService: Service {
         case .resting(let since)?: SleepStatus(phase: .resting, since: date(since), seen: false, lookedAt: now)
         case .asleep(let since, let seen)?: SleepStatus(phase: .asleep, since: date(since), seen: seen, lookedAt: now)
         }
-        let changed = store.read().sleep.map { ($0.phase, $0.seen) } ?? nil
+        let previous = store.read().sleep.map { ($0.phase, $0.seen) }
         store.update { $0.sleep = sleep }
-        if let sleep, changed.map({ $0 != (sleep.phase, sleep.seen) }) ?? true {
+        if let sleep, previous.map({ $0 != (sleep.phase, sleep.seen) }) ?? true {
             // Following and resting alternate with the application's every query: debug.
             logger.log(level: sleep.phase == .asleep ? .info : .debug, "scale_to_zero: \(sleep.phase.rawValue)", metadata: ["seen": "\(sleep.seen)"])
         }
