@@ -9,6 +9,9 @@ public struct HealthEvent: Sendable, Equatable, Identifiable {
         case flapping = "database.health.flapping"
         case spoolOverflow = "database.health.spool_overflow"
         case spoolDamaged = "database.health.spool_damaged"
+        /// A database that sleeps when unused (`scale_to_zero`) went to sleep, or was woken.
+        case asleep = "database.health.asleep"
+        case awake = "database.health.awake"
     }
 
     public enum Severity: String, Sendable, Codable {
@@ -77,6 +80,38 @@ public struct HealthEvent: Sendable, Equatable, Identifiable {
             payload: EventJSON.encode(payload), origin: origin,
             summary: "database \(transition.to.rawValue) (was \(from)): \(transition.reason): \(transition.message)"
         )
+    }
+
+    /// A database that sleeps when unused fell asleep or was woken. Information only: the
+    /// state stays what it was.
+    public static func sleep(_ change: SleepChange, id: UUID, origin: Origin) -> HealthEvent {
+        switch change {
+        case .asleep(let since, let seen, let suspendAfter):
+            let payload = AsleepPayload(since: Timestamp.format(since), seen: seen, suspendAfterMs: suspendAfter.milliseconds)
+            let how = seen
+                ? "the server ended the idle session at its idle mark (57P01)"
+                : "presumed: no statement for \(HumanDuration.format(suspendAfter))"
+            return HealthEvent(
+                id: id, kind: .asleep, severity: .info, observedAt: since, payload: EventJSON.encode(payload), origin: origin,
+                summary: "database asleep, nobody using it: \(how)"
+            )
+        case .awake(let reason, let asleepSince, let at, let took):
+            let asleep = max(.zero, Duration.seconds(at.timeIntervalSince(asleepSince)))
+            let payload = AwakePayload(
+                reason: reason.rawValue, asleepSince: Timestamp.format(asleepSince), asleepMs: asleep.milliseconds,
+                wakeMs: StatusAPI.roundedMilliseconds(took)
+            )
+            let why = switch reason {
+            case .application: "the application is using it again"
+            case .scheduled: "wake_every"
+            case .requested: "a probe was asked for"
+            case .retry: "a retry after a failed wake"
+            }
+            return HealthEvent(
+                id: id, kind: .awake, severity: .info, observedAt: at, payload: EventJSON.encode(payload), origin: origin,
+                summary: "database awake after \(HumanDuration.formatRoughly(asleep)) asleep (\(why)); the login took \(took.milliseconds) ms"
+            )
+        }
     }
 
     /// Events the spool had to drop because it was full.
@@ -159,6 +194,34 @@ struct TransitionPayload: Encodable {
         try container.encode(consecutive, forKey: .consecutive)
         try container.encode(message, forKey: .message)
         try container.encode(observedAt, forKey: .observedAt)
+    }
+}
+
+/// `payload` of `database.health.asleep`.
+struct AsleepPayload: Encodable {
+    var since: String
+    /// Whether the server ended the daemon's session for the sleep (else presumed from the timer).
+    var seen: Bool
+    var suspendAfterMs: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case since, seen
+        case suspendAfterMs = "suspend_after_ms"
+    }
+}
+
+/// `payload` of `database.health.awake`.
+struct AwakePayload: Encodable {
+    /// `application`, `scheduled`, `requested` or `retry`.
+    var reason: String
+    var asleepSince: String
+    var asleepMs: Int64
+    /// The wake probe's time, the cold start included.
+    var wakeMs: Double
+
+    enum CodingKeys: String, CodingKey {
+        case reason
+        case asleepSince = "asleep_since", asleepMs = "asleep_ms", wakeMs = "wake_ms"
     }
 }
 

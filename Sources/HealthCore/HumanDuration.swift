@@ -30,6 +30,16 @@ public enum HumanDuration {
         if ms % 1_000 == 0 && ms >= 1_000 { return "\(ms / 1_000)s" }
         return "\(ms)ms"
     }
+
+    /// For people reading a long stretch: whole seconds in at most two units, `45s`, `12m 34s`,
+    /// `3h 5m`.
+    public static func formatRoughly(_ duration: Duration) -> String {
+        let seconds = max(0, duration.milliseconds / 1_000)
+        if seconds < 60 { return "\(seconds)s" }
+        if seconds < 3_600 { return seconds % 60 == 0 ? "\(seconds / 60)m" : "\(seconds / 60)m \(seconds % 60)s" }
+        let minutes = (seconds % 3_600) / 60
+        return minutes == 0 ? "\(seconds / 3_600)h" : "\(seconds / 3_600)h \(minutes)m"
+    }
 }
 
 extension Duration {

@@ -80,6 +80,8 @@ public struct ProbeLoop: Sendable {
         public var settled: Transition?
         /// Saved with the events, in the same spool transaction.
         public var memory: DaemonMemory
+        /// With `scale_to_zero`: the database fell asleep or was woken, oldest first.
+        public var sleep: [SleepChange] = []
     }
 
     /// What systemd is told about the status line.
@@ -146,6 +148,13 @@ public struct ProbeLoop: Sendable {
     public private(set) var schedule: ScaleToZeroSchedule?
     /// The budget of the probe in flight.
     private var inFlight: Budget = .usual
+    /// When the sleep the records last heard of began; `nil` while they say it is awake.
+    private var recordedAsleep: Date?
+    /// Sleep changes noted and not yet handed to a recording.
+    private var pendingSleep: [SleepChange] = []
+    /// A recording of sleep changes alone is under way: once it is done the loop decides
+    /// again, rather than ending a tick that never probed.
+    private var recordingSleepOnly = false
 
     public init(
         settings: Settings, remembered: DaemonMemory?, watchdogPeriod: Duration?, at now: Instant
@@ -190,6 +199,9 @@ public struct ProbeLoop: Sendable {
         var actions: [Action] = []
         if watchdogDue(at: now.monotonic) { actions.append(ping(at: now.monotonic)) }
         if dueNow || now.monotonic >= nextStart { return actions + tick(at: now, newID: newID) }
+        // A sleep seen between ticks (`keptSessionTerminated`) is recorded now, not at the
+        // next probe, which may be an hour away.
+        if let sleepOnly = recordSleepChanges() { return actions + [sleepOnly] }
         actions.append(sleepAction())
         return actions
     }
@@ -210,18 +222,22 @@ public struct ProbeLoop: Sendable {
         } else {
             schedule?.probeFailed()
         }
-        let decisive = if case .wake = budget { true } else { false }
-        let transition = machine.probeFinished(result, at: now.wall, decisive: decisive, newID: newID())
-        let recording = decide(probe: result, transition: transition, at: now.wall, newID: newID)
-        if recording.transition == nil, recording.settled == nil, !recorderHasWork(recording.memory) {
+        let wakeReason: ScaleToZeroSchedule.WakeReason? = if case .wake(let reason) = budget { reason } else { nil }
+        noteSleepChange(at: now, wake: (wakeReason ?? .application, result.latency))
+        let transition = machine.probeFinished(result, at: now.wall, decisive: wakeReason != nil, newID: newID())
+        var recording = decide(probe: result, transition: transition, at: now.wall, newID: newID)
+        recording.sleep = takeSleepChanges()
+        if recording.transition == nil, recording.settled == nil, recording.sleep.isEmpty, !recorderHasWork(recording.memory) {
             return [.publish(result)] + tickEnded(at: now.monotonic)
         }
         return [.record(recording, feedWatchdogFor: watchdogPeriod.map { _ in Self.settleLimit })]
     }
 
     /// The recording asked for by `.record` is done.
-    public mutating func recorded(at now: Now) -> [Action] {
-        tickEnded(at: now.monotonic)
+    public mutating func recorded(at now: Now, newID: () -> UUID) -> [Action] {
+        guard recordingSleepOnly else { return tickEnded(at: now.monotonic) }
+        recordingSleepOnly = false
+        return [.reportStatus] + wake(at: now, newID: newID)
     }
 
     /// A reload: the next probe uses these settings, at once.
@@ -230,7 +246,10 @@ public struct ProbeLoop: Sendable {
         machine.thresholds = new.thresholds
         if flaps.settings != new.flaps { flaps = FlapDetector(settings: new.flaps, restoring: flaps.memory) }
         if new.scaleToZero != settings.scaleToZero {
+            // The new schedule starts awake and probes at once; it records no wake of its own.
             schedule = new.scaleToZero.map { ScaleToZeroSchedule(settings: $0, at: now) }
+            recordedAsleep = nil
+            pendingSleep = []
         }
         settings = new
         dueNow = true
@@ -244,12 +263,18 @@ public struct ProbeLoop: Sendable {
 
     /// The server ended the kept session with 57P01 while the loop was not probing. Returns
     /// whether that is the database going to sleep (`scale_to_zero`, nobody using it).
-    public mutating func keptSessionTerminated(at now: Instant) -> Bool {
+    public mutating func keptSessionTerminated(at now: Now) -> Bool {
         guard schedule != nil else { return false }
-        let asleep = schedule?.sessionTerminated(at: now) ?? false
+        let asleep = schedule?.sessionTerminated(at: now.monotonic) ?? false
         // Not a sleep: a probe finds out what it was, now.
-        if !asleep { dueNow = true }
+        if asleep { noteSleepChange(at: now) } else { dueNow = true }
         return asleep
+    }
+
+    /// With `scale_to_zero`: whether a row written to the database now costs it no sleep
+    /// (`ScaleToZeroSchedule.mayWrite`); always, without.
+    public func mayWriteToDatabase(at now: Instant) -> Bool {
+        schedule?.mayWrite(at: now) ?? true
     }
 
     /// The server ended the idle kept session otherwise than with 57P01 (a crash, a network
@@ -311,6 +336,7 @@ public struct ProbeLoop: Sendable {
         if var schedule {
             let decision = schedule.decide(at: now.monotonic)
             self.schedule = schedule
+            noteSleepChange(at: now)
             switch decision {
             case .probe:
                 break
@@ -319,6 +345,7 @@ public struct ProbeLoop: Sendable {
             case .rest(let until):
                 // Nothing sent to the database: the status, the watchdog, and a look again.
                 nextStart = until
+                if let sleepOnly = recordSleepChanges() { return [sleepOnly] }
                 var actions: [Action] = [.reportStatus]
                 if watchdogPeriod != nil { actions.append(ping(at: now.monotonic)) }
                 actions.append(sleepAction())
@@ -336,6 +363,43 @@ public struct ProbeLoop: Sendable {
         // A fed probe is fed one period after its start: pinged at the start, no gap is longer.
         let fresh = mayTickWithoutFeeding || lastPing == now.monotonic ? [] : [ping(at: now.monotonic)]
         return fresh + [.probe(generation: generation, feedWatchdogFor: longest, budget: budget)]
+    }
+
+    /// Notes a change between asleep and awake since the records last heard, for the next
+    /// recording. `wake`: the probe that just finished, whose login ended a sleep.
+    private mutating func noteSleepChange(at now: Now, wake: (reason: ScaleToZeroSchedule.WakeReason, took: Duration)? = nil) {
+        guard let schedule else { return }
+        func wall(_ instant: Instant) -> Date { now.wall.addingTimeInterval(-(now.monotonic - instant).seconds) }
+        switch (recordedAsleep, schedule.phase) {
+        case (nil, .asleep(let since, let seen)):
+            // A sleep presumed at the idle mark is noted one interval later, unless the server
+            // ends the kept session first (as it does, a moment after the mark): then the
+            // record says the sleep was seen.
+            if !seen, now.monotonic < since + schedule.settings.interval { return }
+            let date = wall(since)
+            recordedAsleep = date
+            pendingSleep.append(.asleep(since: date, seen: seen, suspendAfter: schedule.settings.suspendAfter))
+        case (let since?, .following), (let since?, .resting):
+            recordedAsleep = nil
+            // Only a login proves it awake, and only a probe's result leaves the asleep phase.
+            let (reason, took) = wake ?? (.application, .zero)
+            pendingSleep.append(.awake(reason: reason, asleepSince: since, at: now.wall, took: took))
+        default:
+            break
+        }
+    }
+
+    private mutating func takeSleepChanges() -> [SleepChange] {
+        defer { pendingSleep = [] }
+        return pendingSleep
+    }
+
+    /// A recording of the pending sleep changes alone, if there are any.
+    private mutating func recordSleepChanges() -> Action? {
+        guard !pendingSleep.isEmpty else { return nil }
+        recordingSleepOnly = true
+        let recording = Recording(probe: nil, transition: nil, decision: nil, settled: nil, memory: memory, sleep: takeSleepChanges())
+        return .record(recording, feedWatchdogFor: watchdogPeriod.map { _ in Self.settleLimit })
     }
 
     private mutating func ping(at now: Instant) -> Action {

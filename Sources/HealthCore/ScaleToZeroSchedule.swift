@@ -1,3 +1,5 @@
+import struct FoundationEssentials.Date
+
 /// When to probe a database that suspends itself while no client uses it (a serverless compute,
 /// such as Neon's, that stops after `suspendAfter` without a statement and starts again at the
 /// next login): only while the application on this host uses it, and now and then to prove it
@@ -138,6 +140,16 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
         requested = true
     }
 
+    /// Whether a write to the database now (an event's row) costs it no sleep: it is awake and
+    /// saw a statement within the last interval, so the write restarts its idle timer by no
+    /// more than following the application does. Otherwise rows wait in the spool for the
+    /// next time it is awake: delivering them would wake it, or keep it up, for nothing.
+    public func mayWrite(at now: Instant) -> Bool {
+        if case .asleep = phase { return false }
+        guard let lastStatement else { return false }
+        return now - lastStatement < settings.interval
+    }
+
     // MARK: Decisions
 
     public mutating func decide(at now: Instant) -> Decision {
@@ -195,4 +207,15 @@ public struct ScaleToZeroSchedule: Sendable, Equatable {
         }
         return next
     }
+}
+
+/// A database that sleeps when unused fell asleep or was woken: recorded as an event. The
+/// health state does not change (a sleep is not an outage, a wake not a failure).
+public enum SleepChange: Sendable, Equatable {
+    /// Asleep since `since`: `seen` when the server ended the daemon's idle session for it
+    /// (57P01 at the idle mark), else presumed after `suspendAfter` without a statement.
+    case asleep(since: Date, seen: Bool, suspendAfter: Duration)
+    /// A login got in after a sleep that began at `asleepSince`; `took` is that probe's time,
+    /// the cold start included.
+    case awake(reason: ScaleToZeroSchedule.WakeReason, asleepSince: Date, at: Date, took: Duration)
 }

@@ -104,17 +104,18 @@ public struct Daemon: Sendable {
         }
 
         let prober = target.map { PostgresProber(target: $0, configuration: configuration, environment: environment) }
+        let gate = DeliveryGate(wakeup: wakeup)
         let delivery = EventDeliveryService(
             spool: spool,
             writer: eventsTarget.map {
                 EventTableWriter(target: $0, configuration: configuration, environment: environment, prober: prober)
             },
-            store: store, logger: logger, wakeup: wakeup
+            store: store, logger: logger, wakeup: wakeup, gate: gate
         )
         let probe = ProbeService(
             prober: prober,
             configuration: configuration, store: store, recorder: recorder, remembered: remembered,
-            notifier: notifier, logger: logger, metrics: metrics,
+            notifier: notifier, logger: logger, metrics: metrics, deliveryGate: gate,
             // Started on demand by a client's request: that client waits for the first verdict.
             splayFirstProbe: configuration.splay && !activated, environment: environment
         )

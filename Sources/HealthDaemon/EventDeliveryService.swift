@@ -6,6 +6,30 @@ import Logging
 import PostgresProbe
 import ServiceLifecycle
 
+/// Whether rows may be written to the events database now. Shut while a database that sleeps
+/// when unused (`scale_to_zero`) is asleep or would be kept up by the write: the events wait,
+/// durable, in the spool, and go the next time it is awake (`ProbeLoop.mayWriteToDatabase`).
+/// Open otherwise.
+final class DeliveryGate: Sendable {
+    private let open = MutexBox(true)
+    private let wakeup: WakeupSignal
+
+    init(wakeup: WakeupSignal) {
+        self.wakeup = wakeup
+    }
+
+    var isOpen: Bool { open.withLock { $0 } }
+
+    /// Opening it wakes the delivery.
+    func set(open isOpen: Bool) {
+        let opened = open.withLock { state -> Bool in
+            defer { state = isOpen }
+            return isOpen && !state
+        }
+        if opened { wakeup.signal() }
+    }
+}
+
 /// Replays the spool into `system_events`, oldest first, in batches, and removes events only
 /// after the database has committed them. Sleeps until there is something to deliver; after a
 /// failure it retries with a jittered backoff (1 s doubling to 10 s, each wait a random 50–100 %
@@ -20,13 +44,18 @@ final class EventDeliveryService: Service {
     private let store: StatusStore
     private let logger: Logger
     private let wakeup: WakeupSignal
+    private let gate: DeliveryGate
 
-    init(spool: EventSpool, writer: EventTableWriter?, store: StatusStore, logger: Logger, wakeup: WakeupSignal) {
+    init(
+        spool: EventSpool, writer: EventTableWriter?, store: StatusStore, logger: Logger, wakeup: WakeupSignal,
+        gate: DeliveryGate
+    ) {
         self.spool = spool
         self.writerBox = MutexBox(writer)
         self.store = store
         self.logger = logger
         self.wakeup = wakeup
+        self.gate = gate
     }
 
     /// After a reload: the next delivery uses the new events database.
@@ -50,6 +79,11 @@ final class EventDeliveryService: Service {
                     continue
                 }
                 warnedUnconfigured = false
+                // Opening the gate signals.
+                guard gate.isOpen else {
+                    await wakeup.wait()
+                    continue
+                }
                 switch await drain(writer) {
                 case .success:
                     if lastError != nil { logger.notice("events delivered to system_events again") }
@@ -72,7 +106,7 @@ final class EventDeliveryService: Service {
         }
         // Shutting down (after the probe loop, which stored its last events): one more
         // delivery if the database answers within a short budget; what is left stays spooled.
-        guard let writer = writerBox.withLock({ $0 }) else { return }
+        guard let writer = writerBox.withLock({ $0 }), gate.isOpen else { return }
         let budget = Self.shutdownFlushBudget
         await withTaskGroup(of: Void.self) { group in
             group.addTask { [self] in _ = await drain(writer) }

@@ -46,6 +46,10 @@ final class EventRecorder: Sendable {
         HealthEvent.flapping(report, id: UUID(), origin: origin)
     }
 
+    func sleepEvent(_ change: SleepChange) -> HealthEvent {
+        HealthEvent.sleep(change, id: UUID(), origin: origin)
+    }
+
     /// Stores the event (after any held in memory) together with the state it led to, then
     /// tells operators: alert log, journal.
     ///
@@ -103,7 +107,11 @@ final class EventRecorder: Sendable {
                 if case .string(let value)? = payload[key] { fields.append(("DREAMNET_" + key.uppercased(), value)) }
             }
         }
-        let messageID = event.kind == .transition ? SystemdJournal.transitionMessageID : SystemdJournal.recordKeepingMessageID
+        let messageID = switch event.kind {
+        case .transition: SystemdJournal.transitionMessageID
+        case .asleep, .awake: SystemdJournal.sleepMessageID
+        case .flapping, .spoolOverflow, .spoolDamaged: SystemdJournal.recordKeepingMessageID
+        }
         let fieldList = fields
         unspooled.withLock { queue in
             if queue.contains(where: { $0.id == event.id }) { announcedUnspooled.withLock { _ = $0.insert(event.id) } }

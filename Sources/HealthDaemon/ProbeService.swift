@@ -27,6 +27,9 @@ final class ProbeService: Service {
         var traffic: ApplicationTraffic?
         /// With `scale_to_zero`: the connection budget of a wake.
         var wakeTimeout: Duration
+        /// Events go to a database of their own (`events_database_url`), not the probed one,
+        /// whose sleep is then no reason to hold them.
+        var eventsElsewhere: Bool
     }
 
     private let state: MutexBox<State>
@@ -36,6 +39,8 @@ final class ProbeService: Service {
     private let transitionHistoryLimit: Int
     private let recorder: EventRecorder
     private let metrics: DaemonMetrics?
+    /// Shut while a row would wake the sleeping database, or keep it up.
+    private let deliveryGate: DeliveryGate?
     /// Wakes the loop when the settings change, so new settings apply at once: the task, or
     /// the thread that runs steady ticks.
     private let reloaded = WakeupSignal()
@@ -47,10 +52,12 @@ final class ProbeService: Service {
     init(
         prober: PostgresProber?, configuration: DaemonConfiguration, store: StatusStore, recorder: EventRecorder,
         remembered: DaemonMemory?, notifier: SystemdNotifier, logger: Logger, metrics: DaemonMetrics? = nil,
-        transitionHistoryLimit: Int = 1_000, splayFirstProbe: Bool = false, environment: [String: String] = [:]
+        deliveryGate: DeliveryGate? = nil, transitionHistoryLimit: Int = 1_000, splayFirstProbe: Bool = false,
+        environment: [String: String] = [:]
     ) {
         self.splayFirstProbe = splayFirstProbe
         self.metrics = metrics
+        self.deliveryGate = deliveryGate
         self.environment = environment
         self.state = MutexBox(State(
             loop: ProbeLoop(
@@ -59,7 +66,8 @@ final class ProbeService: Service {
             ),
             prober: prober,
             traffic: Self.traffic(for: prober, configuration, environment: environment, logger: logger),
-            wakeTimeout: configuration.wakeTimeout
+            wakeTimeout: configuration.wakeTimeout,
+            eventsElsewhere: configuration.eventsDatabaseURL != nil
         ))
         self.store = store
         self.recorder = recorder
@@ -89,6 +97,7 @@ final class ProbeService: Service {
             state.saidStartupOptionsRefused = false
             state.traffic = traffic
             state.wakeTimeout = configuration.wakeTimeout
+            state.eventsElsewhere = configuration.eventsDatabaseURL != nil
         }
         store.update { snapshot in
             snapshot.interval = configuration.interval
@@ -211,9 +220,11 @@ final class ProbeService: Service {
                 publishSleep()
 
             case .record(let recording, let feed):
-                if recording.probe == nil { await closeIfReplaced(&lastProber, by: nil) }
+                // Nothing to probe any more (a reload removed the target): its session goes.
+                if state.withLock({ $0.prober == nil }) { await closeIfReplaced(&lastProber, by: nil) }
                 _ = await feedingWatchdog(for: feed) { [self] in await settle(recording) }
-                actions = state.withLock { $0.loop.recorded(at: Self.now()) }
+                actions = state.withLock { $0.loop.recorded(at: Self.now(), newID: UUID.init) }
+                publishSleep()
 
             case .publish, .reportStatus, .pingWatchdog:
                 preconditionFailure("done by performImmediate")
@@ -307,7 +318,8 @@ final class ProbeService: Service {
     private func observeApplication() async {
         let (traffic, prober, following) = state.withLock { ($0.traffic, $0.prober, $0.loop.schedule) }
         guard let schedule = following else { return }
-        let now = ContinuousClock.now
+        let moment = Self.now()
+        let now = moment.monotonic
         let observed = await onOwnThread { () -> (ContinuousClock.Instant?, IdleSessionCheck) in
             let lastAt = traffic.map { $0.lastTraffic(at: now) } ?? now
             // While probes run, they see a session's end themselves.
@@ -323,20 +335,22 @@ final class ProbeService: Service {
                 state.loop.keptSessionLost()
                 return false
             }
-            return state.loop.keptSessionTerminated(at: now)
+            return state.loop.keptSessionTerminated(at: moment)
         }
         if asleep {
-            logger.notice("the database went to sleep: the server ended the idle session (57P01) at its idle mark, while nobody used it")
+            // The event (`database.health.asleep`) says it to the alert log and the journal.
+            logger.debug("the database went to sleep: the server ended the idle session (57P01) at its idle mark, while nobody used it")
         } else if case .ended(let sqlstate) = idle {
             logger.info("the server ended the idle kept session before the database's idle mark: probing now", metadata: ["sqlstate": "\(sqlstate ?? "none")"])
         }
     }
 
-    /// The sleep phase on the status socket.
+    /// The sleep phase on the status socket, and whether events may be delivered now.
     private func publishSleep() {
-        let phase = state.withLock { $0.loop.schedule?.phase }
         let wall = Date()
         let now = ContinuousClock.now
+        let (phase, mayWrite) = state.withLock { ($0.loop.schedule?.phase, $0.eventsElsewhere || $0.loop.mayWriteToDatabase(at: now)) }
+        deliveryGate?.set(open: mayWrite)
         func date(_ instant: ContinuousClock.Instant) -> Date { wall.addingTimeInterval(-(now - instant).seconds) }
         let sleep: SleepStatus? = switch phase {
         case nil: nil
@@ -347,8 +361,9 @@ final class ProbeService: Service {
         let previous = store.read().sleep.map { ($0.phase, $0.seen) }
         store.update { $0.sleep = sleep }
         if let sleep, previous.map({ $0 != (sleep.phase, sleep.seen) }) ?? true {
-            // Following and resting alternate with the application's every query: debug.
-            logger.log(level: sleep.phase == .asleep ? .info : .debug, "scale_to_zero: \(sleep.phase.rawValue)", metadata: ["seen": "\(sleep.seen)"])
+            // Following and resting alternate with the application's every query; falling asleep
+            // and waking are events of their own.
+            logger.debug("scale_to_zero: \(sleep.phase.rawValue)", metadata: ["seen": "\(sleep.seen)"])
         }
     }
 
@@ -424,6 +439,11 @@ final class ProbeService: Service {
             announcements += await recorder.record(recorder.event(for: settled), memory: memory)
             store.update { $0.append(settled, limit: transitionHistoryLimit) }
             log(settled)
+            recorded = true
+        }
+        for change in recording.sleep {
+            // Stored now; the row goes once the database is awake (`DeliveryGate`).
+            announcements += await recorder.record(recorder.sleepEvent(change), memory: memory)
             recorded = true
         }
         if !recorded { await recorder.retry(memory: memory) }

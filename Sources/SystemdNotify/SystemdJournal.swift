@@ -8,6 +8,8 @@ public enum SystemdJournal {
     public static let transitionMessageID = "5f1c0e7a9b2d4c3e8a6f0d1b2c3e4f5a"
     /// Flapping and spool overflow events.
     public static let recordKeepingMessageID = "8e2d4b6a1c3f4e5d9a7b0c2e4f6a8b1d"
+    /// A database that sleeps when unused went to sleep or was woken (`scale_to_zero`).
+    public static let sleepMessageID = "e75a143b14094d06a0ea97ec6da827f5"
 
     public enum Priority: Int, Sendable {
         case critical = 2

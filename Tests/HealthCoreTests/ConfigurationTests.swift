@@ -14,6 +14,11 @@ import Testing
         #expect(HumanDuration.format(.seconds(2)) == "2s")
         #expect(HumanDuration.format(.milliseconds(1_500)) == "1500ms")
         #expect(HumanDuration.format(.seconds(120)) == "2m")
+        #expect(HumanDuration.formatRoughly(.milliseconds(45_900)) == "45s")
+        #expect(HumanDuration.formatRoughly(.seconds(754)) == "12m 34s")
+        #expect(HumanDuration.formatRoughly(.seconds(600)) == "10m")
+        #expect(HumanDuration.formatRoughly(.seconds(11_100)) == "3h 5m")
+        #expect(HumanDuration.formatRoughly(.seconds(7_200)) == "2h")
     }
 
     @Test func theFileParsesPostgresqlConfStyle() throws {

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import HealthCore
 import Testing
 
@@ -279,5 +280,49 @@ import Testing
         // daemon knows.
         let retry = schedule.decide(at: at(110))
         #expect(retry == .wake(.retry))
+    }
+
+    /// A row is written only while the database is awake and saw a statement within the last
+    /// interval: never to a sleeping one, which it would wake.
+    @Test func rowsAreWrittenOnlyWhileTheDatabaseIsAwakeAndInUse() {
+        var schedule = self.schedule
+        schedule.applicationTraffic(lastAt: at(10))
+        #expect(schedule.mayWrite(at: at(11)))
+        #expect(!schedule.mayWrite(at: at(13)), "quiet for more than an interval: the write would keep it up")
+        _ = schedule.decide(at: at(13))
+        _ = schedule.decide(at: at(71))
+        #expect(schedule.phase == .asleep(since: at(70), seen: false))
+        #expect(!schedule.mayWrite(at: at(71)))
+        // A wake gets in: the rows go with it.
+        #expect(schedule.decide(at: at(100)) == .rest(until: at(102)))
+        schedule.requestProbe()
+        #expect(schedule.decide(at: at(101)) == .wake(.requested))
+        schedule.probeReached(at: at(104), loggedIn: true)
+        #expect(schedule.mayWrite(at: at(105)))
+        #expect(!schedule.mayWrite(at: at(107)))
+    }
+
+    /// The events: information, every key present, and a summary people can read.
+    @Test func sleepEventsSayWhatHappened() throws {
+        let origin = HealthEvent.Origin(host: "h", pid: 1, version: "v")
+        let since = Date(timeIntervalSince1970: 1_800_000_000)
+        let asleep = HealthEvent.sleep(.asleep(since: since, seen: true, suspendAfter: .seconds(300)), id: UUID(), origin: origin)
+        #expect(asleep.kind == .asleep)
+        #expect(asleep.kind.rawValue == "database.health.asleep")
+        #expect(asleep.severity == .info)
+        #expect(asleep.observedAt == since)
+        #expect(asleep.payload == #"{"seen":true,"since":"2027-01-15T08:00:00.000Z","suspend_after_ms":300000}"#)
+        #expect(asleep.summary == "database asleep, nobody using it: the server ended the idle session at its idle mark (57P01)")
+        let presumed = HealthEvent.sleep(.asleep(since: since, seen: false, suspendAfter: .seconds(300)), id: UUID(), origin: origin)
+        #expect(presumed.summary.hasSuffix("presumed: no statement for 5m"))
+
+        let woken = since.addingTimeInterval(754)
+        let awake = HealthEvent.sleep(
+            .awake(reason: .scheduled, asleepSince: since, at: woken, took: .milliseconds(3_210)), id: UUID(), origin: origin
+        )
+        #expect(awake.kind.rawValue == "database.health.awake")
+        #expect(awake.observedAt == woken)
+        #expect(awake.payload == #"{"asleep_ms":754000,"asleep_since":"2027-01-15T08:00:00.000Z","reason":"scheduled","wake_ms":3210}"#)
+        #expect(awake.summary == "database awake after 12m 34s asleep (wake_every); the login took 3210 ms")
     }
 }

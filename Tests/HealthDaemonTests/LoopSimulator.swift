@@ -37,6 +37,11 @@ struct LoopSimulator {
     /// With `scale_to_zero`: the offset of the application's latest traffic at an offset
     /// (`nil`: none open), as `ProbeService` reads it from the socket table before each wake.
     var applicationTraffic: ((Duration) -> Duration?)?
+    /// With `scale_to_zero`: offsets at which the server ends the idle kept session with
+    /// 57P01, seen at the next wake as `ProbeService` sees them.
+    var keptSessionTerminations: [Duration] = []
+    /// What `keptSessionTerminated` answered for each termination seen: whether it was a sleep.
+    private(set) var terminationsSeen: [(at: Duration, asleep: Bool)] = []
 
     private(set) var probes: [Probe] = []
     private(set) var pings: [Duration] = []
@@ -53,6 +58,14 @@ struct LoopSimulator {
         loop = ProbeLoop(settings: settings, remembered: remembered, watchdogPeriod: watchdogPeriod, at: origin)
         self.script = script
     }
+
+    /// The sleep changes recorded, with the offset of the recording.
+    var sleepChanges: [(at: Duration, change: SleepChange)] {
+        recordings.flatMap { entry in entry.recording.sleep.map { (entry.at, $0) } }
+    }
+
+    /// The wall-clock date of an offset.
+    func wall(_ offset: Duration) -> Date { wallOrigin + offset.seconds }
 
     /// The transitions recorded, with the offset of the recording.
     var transitions: [(at: Duration, transition: Transition)] {
@@ -88,6 +101,10 @@ struct LoopSimulator {
                     }
                 }
                 if let applicationTraffic { loop.applicationTraffic(lastAt: applicationTraffic(now).map { origin + $0 }) }
+                if let termination = keptSessionTerminations.first, termination <= now {
+                    keptSessionTerminations.removeFirst()
+                    terminationsSeen.append((now, loop.keptSessionTerminated(at: moment)))
+                }
                 pending = loop.wake(at: moment, newID: ids.next)
 
             case .probe(let generation, let feedLimit, let budget):
@@ -114,7 +131,7 @@ struct LoopSimulator {
             case .record(let recording, _):
                 recordings.append((now, recording))
                 if let probe = recording.probe { lastResult = probe }
-                pending = loop.recorded(at: moment)
+                pending = loop.recorded(at: moment, newID: ids.next)
 
             case .publish, .reportStatus, .pingWatchdog:
                 preconditionFailure("done by performImmediate")

@@ -121,4 +121,63 @@ import Testing
         #expect(starts.filter { $0 >= .seconds(104) && $0 < .seconds(300) }.isEmpty, "\(starts.filter { $0 >= .seconds(100) && $0 < .seconds(300) })")
         #expect(starts.filter { $0 >= .seconds(300) }.count == 50)
     }
+
+    /// Falling asleep and waking are recorded as events, in order, each once; the state does
+    /// not change for either.
+    @Test func aSleepAndAWakeAreRecordedOnceEachAndAreNoTransition() throws {
+        var simulator = LoopSimulator(settings: Self.settings()) { _ in .ok(in: .milliseconds(40)) }
+        simulator.applicationTraffic = Self.application(busy: [0..<10, 200..<230])
+        simulator.start()
+        simulator.run(until: .seconds(400))
+        let changes = simulator.sleepChanges
+        #expect(changes.count == 3, "\(changes)")
+        // Presumed asleep 60 s after the daemon's last probe of the first stretch, recorded then.
+        let lastOfFirst = try #require(simulator.probes.last { $0.start < .seconds(100) })
+        let firstSleep = simulator.wall(lastOfFirst.end + .seconds(60))
+        #expect(changes.first?.change == .asleep(since: firstSleep, seen: false, suspendAfter: .seconds(60)))
+        // Noted one interval after the idle mark, when no 57P01 came meanwhile.
+        #expect(try #require(changes.first).at - (lastOfFirst.end + .seconds(60)) <= .seconds(3))
+        // Woken by the application's return: the wake probe's own time is what is reported.
+        let wake = try #require(simulator.probes.first { $0.start >= .seconds(200) })
+        #expect(changes[1].change == .awake(reason: .application, asleepSince: firstSleep, at: simulator.wall(wake.end), took: .milliseconds(40)))
+        #expect(changes[1].at == wake.end)
+        if case .asleep = changes[2].change {} else { Issue.record("then asleep again: \(changes[2])") }
+        #expect(simulator.transitions.count == 1, "only the first verdict")
+    }
+
+    /// The server ending the idle session with 57P01 at the idle mark is a sleep seen, recorded
+    /// at the next look, not at the next probe; one before the mark is no sleep and is probed.
+    @Test func aSleepSeenBetweenTicksIsRecordedAtOnce() throws {
+        var simulator = LoopSimulator(settings: Self.settings()) { _ in .ok() }
+        simulator.applicationTraffic = Self.application(busy: [0..<10])
+        // The idle mark is 60 s after the last probe. A 57P01 at 30 s is early: the probe that
+        // looks into it moves the mark to about 90 s, where the second one comes.
+        simulator.keptSessionTerminations = [.seconds(30), .milliseconds(90_500)]
+        simulator.start()
+        simulator.run(until: .seconds(200))
+        #expect(simulator.terminationsSeen.map(\.asleep) == [false, true], "\(simulator.terminationsSeen)")
+        // The early one was looked into by a probe at once.
+        let early = try #require(simulator.terminationsSeen.first)
+        #expect(simulator.probes.contains { $0.start == early.at })
+        let changes = simulator.sleepChanges
+        #expect(changes.count == 1, "\(changes)")
+        let seen = try #require(simulator.terminationsSeen.last)
+        #expect(changes.first?.change == .asleep(since: simulator.wall(seen.at), seen: true, suspendAfter: .seconds(60)))
+        #expect(changes.first?.at == seen.at)
+        #expect(simulator.loop.schedule?.phase == .asleep(since: simulator.origin + seen.at, seen: true))
+    }
+
+    /// Rows are written to the database only while it is awake and in use: while following,
+    /// and just after a probe reached it, never while it sleeps.
+    @Test func rowsWaitWhileTheDatabaseSleeps() {
+        var simulator = LoopSimulator(settings: Self.settings()) { _ in .ok() }
+        simulator.applicationTraffic = Self.application(busy: [0..<10])
+        simulator.start()
+        simulator.run(until: .seconds(5))
+        #expect(simulator.loop.mayWriteToDatabase(at: simulator.origin + .seconds(5)))
+        simulator.run(until: .seconds(100))
+        #expect(!simulator.loop.mayWriteToDatabase(at: simulator.origin + .seconds(100)))
+        let plain = LoopSimulator(settings: ProbeLoop.Settings(DaemonConfiguration.defaults, probing: true)) { _ in .ok() }
+        #expect(plain.loop.mayWriteToDatabase(at: plain.origin + .seconds(1_000)))
+    }
 }

@@ -49,9 +49,16 @@ import TestSupport
         let summary = try await offPool { [socket = daemon.socketPath] in try Binaries.healthctl(["--socket", socket, "status"]) }
         #expect(summary.status == 0, "\(summary.stderr)")
         #expect(summary.stdout.contains("asleep since") && summary.stdout.contains("the server ended the idle session"), "\(summary.stdout)")
+        // The sleep is an event in the alert log at once; its row waits in the spool, as its
+        // delivery would wake the database.
+        let asleepLine = await waitUntil(timeout: .seconds(5)) { [path = daemon.alertLogPath] in
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").contains(#""event_type":"database.health.asleep""#)
+        }
+        #expect(asleepLine, "no asleep event in the alert log")
         // Nothing of the daemon's wakes it while it sleeps.
         try await Task.sleep(for: .seconds(3))
         #expect(standIn.wakes.isEmpty, "woken while nobody used it: \(standIn.wakes)")
+        #expect(standIn.isSuspended)
 
         // The application comes back: its own login wakes the stand-in; the daemon follows at
         // once, and the cold start is no failure.
@@ -71,6 +78,19 @@ import TestSupport
         let transitions = try await daemon.events().filter { $0.to == "unhealthy" }
         #expect(transitions.isEmpty, "\(transitions)")
         #expect(application.errors.isEmpty || application.errors.allSatisfy { $0.sqlstate == "57P01" }, "\(application.errors)")
+        // The sleep and the wake, in order, in the alert log and, now that the database is
+        // awake, in system_events.
+        let alerts = try String(contentsOfFile: daemon.alertLogPath, encoding: .utf8)
+        let kinds = alerts.split(separator: "\n").compactMap { line in
+            ["asleep", "awake"].first { line.contains("\"event_type\":\"database.health.\($0)\"") }
+        }
+        #expect(kinds == ["asleep", "awake"], "\(alerts)")
+        #expect(alerts.contains(#""reason":"application""#) && alerts.contains(#""seen":true"#), "\(alerts)")
+        let rows = await waitUntil(timeout: .seconds(5)) {
+            let types = (try? cluster.psql("SELECT string_agg(event_type, ',' ORDER BY timestamp) FROM system_events WHERE event_type LIKE 'database.health.a%'")) ?? ""
+            return types.trimmingCharacters(in: .whitespacesAndNewlines) == "database.health.asleep,database.health.awake"
+        }
+        #expect(rows, "\(String(describing: try? cluster.psql("SELECT event_type, payload FROM system_events")))")
     }
 
     /// A wake that does not answer within `wake_timeout` is unhealthy at once, although `fall`
