@@ -4,8 +4,9 @@ import PostgresProbe
 import Synchronization
 
 /// How recently the application on this host used the database, read from the kernel's socket
-/// table: its established TCP connections to the target's addresses, this process's own left
-/// out. Nothing is sent to the database. Blocking (name resolution, one netlink dump per
+/// table: its TCP connections to the target's addresses, established or closed within the last
+/// minute (TIME_WAIT: an application that connects for each request and closes at once is
+/// seen that way), this process's own left out. Nothing is sent to the database. Blocking (name resolution, one netlink dump per
 /// address family): call it from a thread of its own.
 final class ApplicationTraffic: Sendable {
     private let target: ConnectionTarget
@@ -33,8 +34,8 @@ final class ApplicationTraffic: Sendable {
         self.logger = logger
     }
 
-    /// The latest instant any of the application's connections to the database sent data;
-    /// `nil` when it has none open. What the server sends does not count: a database going to
+    /// The latest instant any of the application's connections to the database sent data (or,
+    /// for one it closed, was closed); `nil` when it has none open or lately closed. What the server sends does not count: a database going to
     /// sleep sends its idle sessions 57P01, which is no use by the application (and a
     /// `NOTIFY` is none either). When the table cannot be read, `now`: the database is taken to
     /// be in use, so an outage is never missed (and it is not let sleep).
@@ -42,7 +43,12 @@ final class ApplicationTraffic: Sendable {
         let endpoints = resolvedEndpoints(at: now)
         do {
             let own = SocketTable.ownSocketInodes()
-            let theirs = try SocketTable.established(to: endpoints).filter { !own.contains($0.inode) }
+            let ownClosed = ClosedConnections.recentLocalPorts(at: now)
+            // The daemon's own connections are told apart by inode while open, and by local
+            // port once closed (a closed one has no inode left).
+            let theirs = try SocketTable.connections(to: endpoints).filter { connection in
+                connection.isClosed ? !ownClosed.contains(connection.localPort) : !own.contains(connection.inode)
+            }
             state.withLock { $0.saidUnreadable = false }
             if let newest = theirs.min(by: { $0.sinceSent < $1.sinceSent }) {
                 logger.trace("the application's traffic to the database", metadata: [

@@ -40,17 +40,23 @@ public struct TCPEndpoint: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One established TCP connection of this host, as the kernel's socket table has it.
+/// One TCP connection of this host, established or lately closed by it, as the kernel's socket
+/// table has it.
 public struct TCPConnection: Sendable, Equatable {
     public var remote: TCPEndpoint
     public var localPort: UInt16
-    /// The socket's inode: what `/proc/PID/fd` links to (`socket:[inode]`).
+    /// The socket's inode: what `/proc/PID/fd` links to (`socket:[inode]`); 0 once closed.
     public var inode: UInt32
+    /// 0 once closed (the kernel keeps no owner for a closed connection).
     public var uid: UInt32
     /// How long ago the connection last sent, and last received, data (`tcp_info`'s
-    /// `tcpi_last_data_sent` and `tcpi_last_data_recv`; `ss -ti`'s lastsnd and lastrcv).
+    /// `tcpi_last_data_sent` and `tcpi_last_data_recv`; `ss -ti`'s lastsnd and lastrcv). For a
+    /// closed one, both are the time since it closed.
     public var sinceSent: Duration
     public var sinceReceived: Duration
+    /// Closed by this host, and in TIME_WAIT for `SocketTable.timeWaitLength` after that: a
+    /// connection opened for one request and closed at once is still seen this way.
+    public var isClosed: Bool = false
 
     /// How long ago it last carried data either way.
     public var sinceTraffic: Duration { min(sinceSent, sinceReceived) }
@@ -64,9 +70,14 @@ public struct SocketTableError: Error, Sendable, CustomStringConvertible {
 /// address family), without sending anything on them: how the daemon sees whether the
 /// application on its host is using the database, without touching the database.
 public enum SocketTable {
-    /// Established connections to any of `remotes`, from every process on the host that the
-    /// kernel shows this process (all of them, for sockets in the same network namespace).
-    public static func established(to remotes: Set<TCPEndpoint>) throws(SocketTableError) -> [TCPConnection] {
+    /// How long Linux keeps a connection this host closed in TIME_WAIT (`TCP_TIMEWAIT_LEN`,
+    /// fixed at build time).
+    public static let timeWaitLength = Duration.seconds(60)
+
+    /// Connections to any of `remotes`, established or closed by this host within
+    /// `timeWaitLength` (`isClosed`), from every process on the host that the kernel shows this
+    /// process (all of them, for sockets in the same network namespace).
+    public static func connections(to remotes: Set<TCPEndpoint>) throws(SocketTableError) -> [TCPConnection] {
         guard !remotes.isEmpty else { return [] }
         let fd = socket(AF_NETLINK, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), NETLINK_SOCK_DIAG)
         guard fd >= 0 else { throw SocketTableError(description: "netlink socket: \(String(cString: strerror(errno)))") }
@@ -115,7 +126,7 @@ public enum SocketTable {
         request.sdiag_family = UInt8(family)
         request.sdiag_protocol = UInt8(IPPROTO_TCP)
         request.idiag_ext = UInt8(1 << (INET_DIAG_INFO - 1))
-        request.idiag_states = 1 << 1  // TCP_ESTABLISHED
+        request.idiag_states = 1 << 1 | 1 << 6  // TCP_ESTABLISHED, TCP_TIME_WAIT
         var message = withUnsafeBytes(of: &header) { Array($0) }
         message += withUnsafeBytes(of: &request) { Array($0) }
         var kernel = sockaddr_nl()
@@ -175,6 +186,14 @@ public enum SocketTable {
         let addressBytes = withUnsafeBytes(of: &destination) { Array($0) }
         let address = message.idiag_family == UInt8(AF_INET) ? Array(addressBytes[0..<4]) : addressBytes
         guard let remote = TCPEndpoint(address: address, port: UInt16(bigEndian: message.id.idiag_dport)) else { return nil }
+        if message.idiag_state == 6 {
+            // TIME_WAIT: no tcp_info, only the time left; it began at the close.
+            let closedAgo = max(.zero, timeWaitLength - .milliseconds(Int64(message.idiag_expires)))
+            return TCPConnection(
+                remote: remote, localPort: UInt16(bigEndian: message.id.idiag_sport), inode: 0, uid: 0,
+                sinceSent: closedAgo, sinceReceived: closedAgo, isClosed: true
+            )
+        }
         var info = tcp_info()
         var offset = Int(csockdiag_nlmsg_align(UInt32(MemoryLayout<inet_diag_msg>.size)))
         let attributeHeader = Int(csockdiag_rta_hdrlen())

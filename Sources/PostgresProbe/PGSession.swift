@@ -44,6 +44,7 @@ final class PGSession: @unchecked Sendable {
     }
 
     deinit {
+        ClosedConnections.closing(PQsocket(connection))
         PQfinish(connection)
     }
 

@@ -9,7 +9,7 @@ import TestSupport
 @Suite(.serialized) struct ScaleToZeroDaemonTests {
     static let interval = Duration.milliseconds(500)
 
-    static func daemonArguments(suspendAfter: Duration, wakeTimeout: Duration = .seconds(5)) -> [String] {
+    static func daemonArguments(suspendAfter: Duration, wakeTimeout: Duration = .seconds(5), interval: Duration = interval) -> [String] {
         [
             "--scale-to-zero", "--suspend-after", "\(suspendAfter.milliseconds)ms", "--wake-every", "off",
             "--wake-timeout", "\(wakeTimeout.milliseconds)ms", "--interval", "\(interval.milliseconds)ms",
@@ -151,6 +151,51 @@ import TestSupport
         // And let sleep again: nothing more of the daemon's keeps it up.
         #expect(await waitUntil(timeout: .seconds(15)) { standIn.suspensions.count == 2 })
         #expect(standIn.wakes.count == 1)
+    }
+
+    /// An application that connects for each query and closes at once is followed all the
+    /// same: its closed connections stay in the socket table (TIME_WAIT) with the time of their
+    /// close. The daemon's own closed connections (fresh mode: one per probe) do not count, or
+    /// it would follow itself and never let the database sleep.
+    @Test func anApplicationThatConnectsPerQueryIsFollowedAndTheDaemonsOwnConnectionsAreNot() async throws {
+        let cluster = try await TestPostgres.start()
+        defer { cluster.destroy() }
+        let standIn = try ScaleToZeroStandIn(cluster: cluster, suspendAfter: .seconds(3))
+        defer { standIn.close() }
+        let url = "postgresql://postgres@127.0.0.1:\(standIn.port)/postgres"
+        let arguments = Self.daemonArguments(suspendAfter: .seconds(3), interval: .seconds(1)) + ["--probe-connection", "fresh"]
+        let daemon = try RunningDaemon(arguments, environment: ["DATABASE_URL": url])
+        _ = try #require(try await daemon.waitFor(.healthy))
+        // Alone, in fresh mode: let sleep, its own closed probe connections notwithstanding.
+        #expect(await waitUntil(timeout: .seconds(15)) { standIn.isSuspended }, "the daemon kept it awake on its own")
+        _ = try #require(try await daemon.waitForStatus(timeout: .seconds(10)) { $0.sleep?.phase == "asleep" })
+
+        // A query every 300 ms, each on a connection of its own (psql), for 8 s.
+        let application = try BackgroundProcess(URL(fileURLWithPath: "/bin/sh"), ["-c", """
+            end=$(( $(date +%s) + 8 ))
+            while [ "$(date +%s)" -lt "$end" ]; do
+                psql -X -q -h 127.0.0.1 -p \(standIn.port) -U postgres -d postgres -c 'SELECT 1' >/dev/null && echo query
+                sleep 0.3
+            done
+            echo finished
+            """])
+        defer { application.terminate(timeout: .seconds(2)) }
+        _ = try #require(try await daemon.waitForStatus(timeout: .seconds(10)) { $0.sleep?.phase == "following" }, "not followed")
+        // Followed throughout: each look at the table finds a connection closed less than an
+        // interval ago.
+        var phases: [String] = []
+        while !application.output().contains("finished"), phases.count < 40 {
+            if let phase = try await daemon.status().sleep?.phase { phases.append(phase) }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        let queries = application.output().split(separator: "\n").filter { $0 == "query" }.count
+        #expect(queries >= 10, "\(application.output())")
+        // The last look may fall after the application's last query.
+        #expect(phases.dropLast(4).allSatisfy { $0 == "following" }, "\(phases)")
+        #expect(try await daemon.status().state == "healthy")
+        // And once it stops, the database is let sleep again.
+        let suspensions = standIn.suspensions.count
+        #expect(await waitUntil(timeout: .seconds(20)) { standIn.suspensions.count > suspensions && standIn.isSuspended })
     }
 
     /// While the application uses the database an outage is reported within the usual bound.

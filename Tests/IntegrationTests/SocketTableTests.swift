@@ -38,9 +38,10 @@ import TestSupport
         defer { close(client.descriptor) }
         #expect(send(client.descriptor, "hello", 5, 0) == 5)
 
-        let fresh = try SocketTable.established(to: [remote])
+        let fresh = try SocketTable.connections(to: [remote])
         let mine = try #require(fresh.first { $0.localPort == client.localPort }, "\(fresh)")
-        #expect(fresh.count == 1)
+        #expect(fresh.filter { !$0.isClosed }.count == 1)
+        #expect(!mine.isClosed)
         #expect(mine.remote == remote)
         #expect(mine.sinceSent < .milliseconds(500), "\(mine)")
         #expect(SocketTable.ownSocketInodes().contains(mine.inode))
@@ -48,17 +49,17 @@ import TestSupport
 
         // Reading the table sends nothing: the age grows.
         try await Task.sleep(for: .milliseconds(700))
-        let later = try #require(try SocketTable.established(to: [remote]).first { $0.localPort == client.localPort })
+        let later = try #require(try SocketTable.connections(to: [remote]).first { $0.localPort == client.localPort })
         #expect(later.sinceSent >= .milliseconds(600), "\(later)")
         #expect(later.sinceTraffic >= .milliseconds(600), "\(later)")
 
         #expect(send(client.descriptor, "again", 5, 0) == 5)
-        let again = try #require(try SocketTable.established(to: [remote]).first { $0.localPort == client.localPort })
+        let again = try #require(try SocketTable.connections(to: [remote]).first { $0.localPort == client.localPort })
         #expect(again.sinceSent < .milliseconds(500), "\(again)")
 
         // Another port of the same address is not the database.
         let elsewhere = try #require(TCPEndpoint(numeric: "127.0.0.1", port: UInt16(listener.port == 65_535 ? 1 : listener.port + 1)))
-        #expect(try SocketTable.established(to: [elsewhere]).allSatisfy { $0.localPort != client.localPort })
+        #expect(try SocketTable.connections(to: [elsewhere]).allSatisfy { $0.localPort != client.localPort })
     }
 
     /// Another process's connection (the application's) is in the table and is not among this
@@ -74,13 +75,49 @@ import TestSupport
         )
         defer { application.terminate(timeout: .seconds(2)) }
         #expect(await waitUntil(timeout: .seconds(10)) { application.output().contains("connected") })
-        let connections = try SocketTable.established(to: [remote])
+        let connections = try SocketTable.connections(to: [remote]).filter { !$0.isClosed }
         let own = SocketTable.ownSocketInodes()
         let theirs = connections.filter { !own.contains($0.inode) }
         #expect(theirs.count == 1, "\(connections)")
         // It sent its byte after it was started: a busy machine can make that many seconds ago.
         let sinceLaunch = ContinuousClock.now - launched
         #expect(theirs.first.map { $0.sinceSent <= sinceLaunch } == true, "\(String(describing: theirs.first)), started \(sinceLaunch) ago")
+    }
+
+    /// A connection this host closed first stays in the table, closed (TIME_WAIT), for a
+    /// minute, with the time since its close: how a connection opened for one request is seen.
+    @Test func aConnectionClosedByThisHostIsSeenClosedWithItsAge() async throws {
+        let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(server) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(server, $0, length) == 0 && getsockname(server, $0, &length) == 0 }
+        }
+        #expect(bound && listen(server, 4) == 0)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let remote = try #require(TCPEndpoint(numeric: "127.0.0.1", port: UInt16(port)))
+        let client = try connect(to: port)
+        let accepted = accept(server, nil, nil)
+        #expect(accepted >= 0)
+        #expect(send(client.descriptor, "bye", 3, 0) == 3)
+        // The client closes first (as libpq does after its Terminate), then the server.
+        close(client.descriptor)
+        let closed = ContinuousClock.now
+        var byte: UInt8 = 0
+        while recv(accepted, &byte, 1, 0) > 0 {}
+        close(accepted)
+        #expect(await waitUntil(timeout: .seconds(5)) {
+            ((try? SocketTable.connections(to: [remote])) ?? []).contains { $0.localPort == client.localPort && $0.isClosed }
+        })
+        try await Task.sleep(for: .milliseconds(1_200))
+        let entry = try #require(try SocketTable.connections(to: [remote]).first { $0.localPort == client.localPort })
+        #expect(entry.isClosed && entry.inode == 0, "\(entry)")
+        // TIME_WAIT's time left is kept in whole jiffies: a little slack either way.
+        let since = ContinuousClock.now - closed
+        #expect(entry.sinceSent >= .milliseconds(900) && entry.sinceSent <= since + .milliseconds(200), "\(entry), closed \(since) ago")
     }
 
     @Test func endpointsCompareAsTheKernelShowsThem() throws {
