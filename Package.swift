@@ -19,7 +19,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
-        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
@@ -59,9 +58,24 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // The CLI's client of the status socket: blocking, one request, SwiftNIO's HTTP codec in
+        // an embedded channel. Apart from the server, so that the CLI links no more than this.
+        .target(
+            name: "StatusClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        // `probe`'s options, which `dreamnet-healthctl probe` and `dreamnet-healthd probe` share:
+        // the CLI validates them and hands them to the daemon's binary, which links libpq.
+        .target(
+            name: "ProbeCommandLine",
+            dependencies: ["HealthCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(
             name: "EventSpool",
@@ -91,21 +105,21 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
             name: "dreamnet-healthd",
             dependencies: [
-                "HealthDaemon", "HealthCore",
+                "HealthDaemon", "HealthCore", "PostgresProbe", "ProbeCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "dreamnet-healthctl",
+            // No libpq: `probe` runs in dreamnet-healthd (`dreamnet-healthd probe`).
             dependencies: [
-                "HealthCore", "PostgresProbe", "StatusHTTP",
+                "HealthCore", "StatusClient", "ProbeCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -134,7 +148,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP", "EventSpool", "AlertLog", "HostSockets",
+                "TestSupport", "HealthCore", "PostgresProbe", "StatusHTTP", "StatusClient", "EventSpool", "AlertLog", "HostSockets",
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),

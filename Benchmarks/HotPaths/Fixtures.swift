@@ -109,7 +109,7 @@ enum Fixtures {
                 newID: UUID.init
             )
             // Only the first verdict is recorded; the recording itself is the spool's benchmark.
-            if case .record = actions.last { actions = loop.recorded(at: now) }
+            if case .record = actions.last { actions = loop.recorded(at: now, newID: UUID.init) }
             var notice: ProbeLoop.StatusNotice?
             for action in actions where action == .reportStatus {
                 notice = loop.statusNotice(for: StatusLine(store.read()), at: monotonic, connected: true)

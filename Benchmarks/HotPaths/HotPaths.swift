@@ -5,7 +5,7 @@ import HealthCore
 import HealthDaemon
 
 /// `MetricsSystem` takes one factory per process; the daemon bootstraps it once at start too.
-let daemonMetrics = DaemonMetrics.bootstrap()
+let daemonMetrics = DaemonMetrics()
 
 /// Allocations are gated (Thresholds/), times are shown for information only: on a shared
 /// 2-core machine times move by tens of percent from run to run, allocation counts do not.

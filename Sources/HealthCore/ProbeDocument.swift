@@ -30,3 +30,21 @@ public struct ProbeDocument: Codable, Sendable, Equatable {
         )
     }
 }
+
+extension ProbeDocument {
+    /// What `dreamnet-healthd probe` (and `dreamnet-healthctl probe`) prints without `--json`.
+    public var summary: String {
+        let phases = ProbePhase.allCases.compactMap { phase in
+            phasesMs[phase.rawValue].map { "\(phase.rawValue) \(FixedPoint.format($0, places: 1))" }
+        }.joined(separator: ", ")
+        var text = ok
+            ? "ok: \(target) answered SELECT 1 in \(FixedPoint.format(latencyMs, places: 1)) ms"
+            : "unhealthy: \(target): \(reason)"
+        if let phase { text += " during \(phase)" }
+        if let sqlstate { text += " (SQLSTATE \(sqlstate))" }
+        if !ok { text += " after \(FixedPoint.format(latencyMs, places: 1)) ms" }
+        if let message { text += "\n  \(message)" }
+        if !phases.isEmpty { text += "\n  phases (ms): \(phases)" }
+        return text
+    }
+}

@@ -36,7 +36,7 @@ struct Alerts: ParsableCommand {
         guard let initial = follower.readAll() else {
             if !follow {
                 writeError("cannot read \(path): \(String(cString: strerror(errno)))")
-                throw ExitCode(Verdict.unknown.rawValue)
+                throw ExitCode(ExitVerdict.unknown.rawValue)
             }
             keepFollowing(&follower)
         }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import HealthCore
-import StatusHTTP
+import StatusClient
 
 struct Events: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -32,7 +32,7 @@ struct Events: ParsableCommand {
             document = try JSONDecoder().decode(EventsDocument.self, from: Data(response.body))
         } catch {
             writeError(describe(error))
-            throw ExitCode(Verdict.unknown.rawValue)
+            throw ExitCode(ExitVerdict.unknown.rawValue)
         }
         if json {
             print(String(decoding: response.body, as: UTF8.self), terminator: "")

@@ -2,7 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Glibc
 import HealthCore
-import StatusHTTP
+import StatusClient
 
 /// `dreamnet-healthctl`: asks the daemon (or the database, for `probe`) and answers with the
 /// exit codes monitoring expects: 0 healthy, 1 not-configured, 2 unhealthy, 3 unknown.
@@ -68,24 +68,6 @@ private func userName() -> String {
     return String(cString: name)
 }
 
-/// The exit codes, as Nagios plugins and pg_isready users expect them.
-enum Verdict: Int32 {
-    case healthy = 0
-    case notConfigured = 1
-    case unhealthy = 2
-    case unknown = 3
-
-    init(state: String, stale: Bool) {
-        guard !stale else { self = .unknown; return }
-        switch HealthState(rawValue: state) {
-        case .healthy: self = .healthy
-        case .unhealthy: self = .unhealthy
-        case .notConfigured: self = .notConfigured
-        case .starting, nil: self = .unknown
-        }
-    }
-}
-
 @main
 enum ControlMain {
     /// Synchronous from start to end: every command is one request or one probe, and starting
@@ -102,7 +84,7 @@ enum ControlMain {
             // Like every failure to get an answer, they exit 3 (unknown), as monitoring expects.
             let scrubber = SecretScrubber(arguments: CommandLine.arguments)
             writeError(scrubber.scrub(HealthControl.fullMessage(for: error)))
-            exit(Verdict.unknown.rawValue)
+            exit(ExitVerdict.unknown.rawValue)
         }
     }
 }

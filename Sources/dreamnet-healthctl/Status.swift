@@ -1,7 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import HealthCore
-import StatusHTTP
+import StatusClient
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -39,9 +39,9 @@ struct Status: ParsableCommand {
             }
         } catch {
             writeError(describe(error))
-            throw ExitCode(Verdict.unknown.rawValue)
+            throw ExitCode(ExitVerdict.unknown.rawValue)
         }
-        let verdict = Verdict(state: document.state, stale: document.isStale)
+        let verdict = ExitVerdict(state: document.state, stale: document.isStale)
         if json {
             print(String(decoding: response.body, as: UTF8.self), terminator: "")
         } else {

@@ -1,7 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import HealthCore
-import StatusHTTP
+import StatusClient
 
 struct Wait: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,13 +44,13 @@ struct Wait: ParsableCommand {
             } catch let failure as StatusClient.Failure where failure.isPermissionDenied {
                 // Waiting cannot change who this user is.
                 writeError(describe(failure))
-                throw ExitCode(Verdict.unknown.rawValue)
+                throw ExitCode(ExitVerdict.unknown.rawValue)
             } catch {
                 lastProblem = "\(error)"
             }
             pause(for: min(.milliseconds(100), max(deadline - .now, .zero)))
         }
         writeError("gave up after \(timeout) waiting for \(state): \(lastProblem)")
-        throw ExitCode(Verdict.unknown.rawValue)
+        throw ExitCode(ExitVerdict.unknown.rawValue)
     }
 }

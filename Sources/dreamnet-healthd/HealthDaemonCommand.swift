@@ -16,7 +16,8 @@ struct HealthDaemonCommand: AsyncParsableCommand {
             override the file; the file overrides defaults. DATABASE_URL is used when no URL is \
             given otherwise. Durations take ms, s or m (250ms, 1s, 2m).
             """,
-        version: DaemonVersion.current
+        version: DaemonVersion.current,
+        subcommands: [ProbeCommand.self]
     )
 
     @Option(help: ArgumentHelp("Config file (postgresql.conf style).", valueName: "path"))
@@ -127,6 +128,10 @@ enum Main {
     /// they start inherit 0. An async main would start on a user-initiated worker of its own,
     /// and its work would run there.
     static func main() {
+        // A one-shot probe: synchronous, no services, nothing of the daemon started.
+        if CommandLine.arguments.count > 1, CommandLine.arguments[1] == ProbeCommand.configuration.commandName {
+            runProbe()
+        }
         if getpriority(Int32(PRIO_PROCESS.rawValue), 0) <= -4 {
             startDispatchEventThread()
         }
@@ -136,6 +141,22 @@ enum Main {
             finished.signal()
         }
         finished.wait()
+    }
+
+    static func runProbe() -> Never {
+        do {
+            var command = try StandaloneProbeCommand.parseAsRoot(Array(CommandLine.arguments.dropFirst(2)))
+            try command.run()
+            exit(0)
+        } catch {
+            let code = StandaloneProbeCommand.exitCode(for: error)
+            if code == .success { StandaloneProbeCommand.exit(withError: error) }  // --help
+            if error is ExitCode { exit(code.rawValue) }
+            // Usage errors quote arguments back, and an argument may be a connection string.
+            let scrubber = SecretScrubber(arguments: CommandLine.arguments)
+            Main.say(scrubber.scrub(StandaloneProbeCommand.fullMessage(for: error)))
+            exit(ExitVerdict.unknown.rawValue)
+        }
     }
 
     /// Activating a read source registers it with epoll on the calling thread, and the first
@@ -194,7 +215,7 @@ enum Main {
             let source = layers.source(of: .databaseURL) ?? "none: not-configured"
             logger.notice("\(note); the database URL comes from \(source)")
         }
-        let metrics = DaemonMetrics.bootstrap()
+        let metrics = DaemonMetrics()
         raiseDescriptorLimit()
         // SIGHUP reloads once the services run; until then it must not terminate (its default).
         signal(SIGHUP, SIG_IGN)
@@ -241,8 +262,15 @@ enum Main {
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
-        let line = Array("dreamnet-healthd: \(message)\n".utf8)
-        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        say(message)
         exit(code)
+    }
+
+    /// A line on stderr, after the program's name: `dreamnet-healthctl` when that runs
+    /// `dreamnet-healthd probe` for its own `probe` (it passes its name as argv[0]).
+    static func say(_ message: String) {
+        let name = CommandLine.arguments.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "dreamnet-healthd"
+        let line = Array("\(name): \(message)\n".utf8)
+        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 }

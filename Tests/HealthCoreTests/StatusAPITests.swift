@@ -116,3 +116,22 @@ import Testing
         #expect(Timestamp.format(Date(timeIntervalSince1970: 1.2346)) == "1970-01-01T00:00:01.235Z")
     }
 }
+
+@Suite struct ProcessStatisticsTests {
+    /// A command name with spaces and parentheses of its own: fields count from the last `)`.
+    @Test func procSelfStatIsReadFromAfterTheCommandName() throws {
+        let stat = "4242 (dreamnet (x) d) S 1 4242 4242 0 -1 4194560 1500 0 0 0 250 50 0 0 20 0 9 0 123400 663252992 8571 18446744073709551615 1 1 0 0 0 0 0 4096 17922 0 0 0 17 1 0 0 0 0 0\n"
+        let figures = try #require(ProcessStatistics.parse(stat: stat, bootTime: 1_700_000_000, clockTicks: 100, pageSize: 4_096))
+        #expect(figures.cpuSeconds == 3)
+        #expect(figures.virtualBytes == 663_252_992)
+        #expect(figures.residentBytes == 8_571 * 4_096)
+        #expect(figures.startTime == 1_700_001_234)
+        #expect(ProcessStatistics.parse(stat: "4242 (short) S 1 2", bootTime: 0, clockTicks: 100, pageSize: 4_096) == nil)
+        #expect(ProcessStatistics.parse(stat: "", bootTime: 0, clockTicks: 100, pageSize: 4_096) == nil)
+    }
+
+    @Test func bootTimeIsTheBtimeLine() {
+        #expect(ProcessStatistics.bootTime(procStat: "cpu  1 2 3\nintr 5\nbtime 1764800000\nprocesses 9\n") == 1_764_800_000)
+        #expect(ProcessStatistics.bootTime(procStat: "cpu 1\n") == nil)
+    }
+}

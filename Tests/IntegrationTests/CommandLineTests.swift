@@ -67,6 +67,37 @@ import TestSupport
         #expect(try Binaries.healthctl(["probe", "--database-url", "host=127.0.0.1 sslmode=bogus"]).status == 3)
     }
 
+    /// `dreamnet-healthctl` links no libpq (its `status` does not pay for libpq's chain of
+    /// libraries); its `probe` is `dreamnet-healthd probe`, with the same output and exit codes.
+    @Test func theCLILinksNoLibpqAndItsProbeIsTheDaemons() throws {
+        let linked = try runProcess(URL(fileURLWithPath: "/usr/bin/ldd"), [Binaries.control.path])
+        #expect(linked.status == 0, "\(linked.stderr)")
+        #expect(!linked.stdout.contains("libpq"), "\(linked.stdout)")
+        let daemonLinks = try runProcess(URL(fileURLWithPath: "/usr/bin/ldd"), [Binaries.daemon.path])
+        #expect(daemonLinks.stdout.contains("libpq"))
+
+        let url = "postgresql://u:Sentinel-77@127.0.0.1:\(freeTCPPort())/db"
+        for arguments in [["probe", "--database-url", url], ["probe", "--database-url", url, "--json"], ["probe"]] {
+            let viaCLI = try Binaries.healthctl(arguments)
+            let direct = try Binaries.healthd(arguments)
+            #expect(viaCLI.status == direct.status, "\(arguments)")
+            // The same lines, bar times and the program's name.
+            func shape(_ text: String) -> String {
+                text.replacingOccurrences(of: "dreamnet-healthd:", with: "dreamnet-healthctl:")
+                    .replacingOccurrences(of: #"[0-9]+(\.[0-9]+)?"#, with: "N", options: .regularExpression)
+            }
+            #expect(shape(viaCLI.stdout) == shape(direct.stdout), "\(viaCLI.stdout) | \(direct.stdout)")
+            #expect(shape(viaCLI.stderr) == shape(direct.stderr), "\(viaCLI.stderr) | \(direct.stderr)")
+            #expect(!(viaCLI.stdout + viaCLI.stderr).contains("Sentinel"))
+        }
+        #expect(try Binaries.healthctl(["probe"]).stderr.hasPrefix("dreamnet-healthctl: not-configured"))
+
+        // Without the daemon's binary the probe says so, and is no verdict.
+        let missing = try Binaries.healthctl(["probe", "--database-url", url], environment: ["DREAMNET_HEALTHD": "/nonexistent/dreamnet-healthd"])
+        #expect(missing.status == 3)
+        #expect(missing.stderr.contains("dreamnet-healthd, which runs the probe, is not installed"), "\(missing.stderr)")
+    }
+
     @Test func aSecondDaemonCannotStealTheSocket() throws {
         let first = try RunningDaemon([])
         let second = try Binaries.healthd(["--socket", first.socketPath, "--state-dir", first.directory.appendingPathComponent("other").path])

@@ -1,6 +1,7 @@
 import Foundation
 import HealthCore
 import PostgresProbe
+import StatusClient
 import StatusHTTP
 import TestSupport
 

@@ -79,6 +79,16 @@ import TestSupport
         #expect(overTCP.stdout.contains("dreamnet_healthd_probes_total"))
         let health = try runProcess(curl, ["-s", "http://127.0.0.1:\(port)/health"])
         #expect(health.stdout.contains(#""database":"healthy""#))
+
+        // As Prometheus' own linter reads it: every family with its HELP, names as the
+        // conventions want them. (promtool: the Debian package prometheus, which the test
+        // dependencies install.)
+        #expect(text.contains("\nprocess_resident_memory_bytes "), "\(text)")
+        #expect(text.contains("\ndreamnet_healthd_build_info{version=\"\(DaemonVersion.current)\""), "\(text)")
+        let exposition = try temporaryDirectory(prefix: "metrics-").appendingPathComponent("metrics.prom")
+        try Data(overSocket.body).write(to: exposition)
+        let lint = try runProcess(URL(fileURLWithPath: "/bin/sh"), ["-c", "promtool check metrics < \"$0\"", exposition.path])
+        #expect(lint.status == 0 && lint.stdout.isEmpty && lint.stderr.isEmpty, "promtool: \(lint.status) \(lint.stdout) \(lint.stderr)")
     }
 
     /// Row 16: 1 000 connections held open, clients that hang up in the middle of a reply, and
