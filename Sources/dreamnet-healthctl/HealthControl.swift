@@ -73,6 +73,9 @@ enum ControlMain {
     /// Synchronous from start to end: every command is one request or one probe, and starting
     /// Swift concurrency's threads would cost a call more than its work.
     static func main() {
+        if CommandLine.arguments.count > 1, CommandLine.arguments[1] == Probe.configuration.commandName {
+            Probe.runDaemon(arguments: Array(CommandLine.arguments.dropFirst(2)))
+        }
         do {
             var command = try HealthControl.parseAsRoot()
             try command.run()

@@ -15,18 +15,25 @@ struct Probe: ParsableCommand {
     @OptionGroup var options: ProbeOptions
 
     func run() throws {
-        let candidates = Self.daemonCandidates(environment: ProcessInfo.processInfo.environment)
+        Self.runDaemon(arguments: options.forwarded)
+    }
+
+    /// `dreamnet-healthd probe ARGUMENTS` in this process's place. `main` calls this for
+    /// `dreamnet-healthctl probe ...` before parsing anything: the daemon's binary parses the
+    /// same options (`ProbeOptions`), and this program's own start-up is then all the probe
+    /// costs on top of it.
+    static func runDaemon(arguments: [String]) -> Never {
+        let candidates = daemonCandidates(environment: ProcessInfo.processInfo.environment)
         guard let daemon = candidates.first(where: { access($0, X_OK) == 0 }) else {
             writeError("cannot probe: dreamnet-healthd, which runs the probe, is not installed (looked at \(candidates.joined(separator: ", ")))")
-            throw ExitCode(ExitVerdict.unknown.rawValue)
+            Glibc.exit(ExitVerdict.unknown.rawValue)
         }
-        // Its messages carry this program's name (argv[0]).
-        let arguments = ["dreamnet-healthctl", "probe"] + options.forwarded
-        var pointers = arguments.map { strdup($0) } + [nil]
+        // Its messages and usage carry this program's name (argv[0]).
+        var pointers = (["dreamnet-healthctl", "probe"] + arguments).map { strdup($0) } + [nil]
         execv(daemon, &pointers)
         let reason = String(cString: strerror(errno))
         writeError("cannot probe: cannot run \(daemon): \(reason)")
-        throw ExitCode(ExitVerdict.unknown.rawValue)
+        Glibc.exit(ExitVerdict.unknown.rawValue)
     }
 
     /// Where `dreamnet-healthd` is: `DREAMNET_HEALTHD` if set; else beside this program (a

@@ -144,17 +144,23 @@ enum Main {
     }
 
     static func runProbe() -> Never {
+        let viaControl = CommandLine.arguments.first.map { $0.hasSuffix("dreamnet-healthctl") } ?? false
+        runProbe(as: viaControl ? ControlProbeCommand.self : StandaloneProbeCommand.self)
+    }
+
+    private static func runProbe(as command: any ParsableCommand.Type) -> Never {
         do {
-            var command = try StandaloneProbeCommand.parseAsRoot(Array(CommandLine.arguments.dropFirst(2)))
-            try command.run()
+            var parsed = try command.parseAsRoot(Array(CommandLine.arguments.dropFirst(2)))
+            try parsed.run()
             exit(0)
         } catch {
-            let code = StandaloneProbeCommand.exitCode(for: error)
-            if code == .success { StandaloneProbeCommand.exit(withError: error) }  // --help
+            let code = command.exitCode(for: error)
+            if code == .success { command.exit(withError: error) }  // --help
             if error is ExitCode { exit(code.rawValue) }
             // Usage errors quote arguments back, and an argument may be a connection string.
+            // Like every failure to get an answer, they exit 3 (unknown), as monitoring expects.
             let scrubber = SecretScrubber(arguments: CommandLine.arguments)
-            Main.say(scrubber.scrub(StandaloneProbeCommand.fullMessage(for: error)))
+            Main.say(scrubber.scrub(command.fullMessage(for: error)))
             exit(ExitVerdict.unknown.rawValue)
         }
     }

@@ -60,3 +60,17 @@ struct StandaloneProbeCommand: ParsableCommand {
         try ProbeCommand.probe(options)
     }
 }
+
+/// The same, run by `dreamnet-healthctl probe` (argv[0] `dreamnet-healthctl`): its help and
+/// usage errors name that command.
+struct ControlProbeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dreamnet-healthctl probe", abstract: ProbeOptions.abstract, discussion: ProbeOptions.discussion
+    )
+
+    @OptionGroup var options: ProbeOptions
+
+    func run() throws {
+        try ProbeCommand.probe(options)
+    }
+}
