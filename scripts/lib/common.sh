@@ -19,9 +19,15 @@ DREAMNET_DEPS=(libpq-dev libsystemd-dev libsqlite3-dev pkg-config postgresql cur
 # export no dynamic symbols: the toolchain's static-stdlib arguments export every Swift symbol
 # of the binary (12 000 in the CLI), which nothing here looks up at run time; without them the
 # daemon's resident set is another 1.0-1.4 MiB smaller. A crash report then names the build ID
-# and addresses, not functions: symbolise it with the unstripped binary of the same build.
+# and addresses, not functions: the -dbgsym package (scripts/package) symbolises it.
+#
+# The code is laid out in the order of packaging/code-order.txt (scripts/code-order): every
+# function in a section of its own, and the ones the daemon runs first, packed together, so that
+# the kernel's 64 KiB fault-around keeps little else of the binary resident.
+DREAMNET_CODE_ORDER=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/packaging/code-order.txt
 RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib -Xswiftc -use-ld=lld -Xlinker -z -Xlinker pack-relative-relocs
-    -Xlinker --no-export-dynamic)
+    -Xlinker --no-export-dynamic -Xswiftc -Xfrontend -Xswiftc -function-sections
+    -Xlinker "--symbol-ordering-file=$DREAMNET_CODE_ORDER" -Xlinker --no-warn-symbol-ordering)
 
 # Strips binaries as the package installs them (and as dh_strip does): the symbol table and
 # debug information go, the dynamic symbols (the libraries' imports, with the flags above) stay.

@@ -1,0 +1,145 @@
+"""The release build's code order: the functions the daemon runs, first, in the order it first
+runs them, so that the code it touches is packed together instead of spread over the binary.
+
+Why: the kernel maps a file's code in 64 KiB fault-around blocks, so a function touched here and
+there keeps its neighbourhood resident. Start-up, probing and the status routes touch about
+1.6 MB of the binary's 14 MB of code; spread out, they keep about 10 MiB of it resident.
+`RELEASE_BUILD_FLAGS` (scripts/lib/common.sh) compiles every module with function sections and
+hands lld `packaging/code-order.txt` as its `--symbol-ordering-file`. Names that are no longer
+in the binary are skipped, so a stale file costs memory, never correctness; regenerate it with
+`scripts/code-order` after large changes.
+
+This runs the symbol-table copy of a release daemon under valgrind's callgrind against a
+throwaway cluster: start-up, probes at 1 Hz, every status route, a reload; then it takes the
+functions of the daemon's own binary from callgrind's output.
+
+    python3 -m harness.codeorder --daemon BIN --pg-bin DIR --out packaging/code-order.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import statusclient
+from harness.cluster import Cluster
+
+# callgrind's `ob=`/`fn=` lines (and the `cob=`/`cfn=` of calls), with name compression: the
+# name follows the number the first time only.
+_NAMED = re.compile(r"^(c?)(ob|fn)=\((\d+)\)(?: (.*))?$")
+# Names valgrind gives a function's recursion levels and duplicates: `name'2`.
+_SUFFIX = re.compile(r"'\d+$")
+ROUTES = ("/status", "/health", "/metrics", "/events", "/status?pretty")
+
+
+def executed_functions(callgrind: str, binary: str) -> list[str]:
+    """The functions of the object whose path ends in `binary` that ran, in the order callgrind
+    first lists them (cost lines, not calls), each once, without valgrind's suffixes."""
+    objects: dict[str, str] = {}
+    functions: dict[str, str] = {}
+    current: str | None = None
+    seen: set[str] = set()
+    order: list[str] = []
+    for line in callgrind.splitlines():
+        match = _NAMED.match(line)
+        if not match:
+            continue
+        called, kind, number, name = match.groups()
+        table = objects if kind == "ob" else functions
+        if name is not None:
+            table[number] = name
+        if called:
+            continue
+        if kind == "ob":
+            current = objects.get(number)
+            continue
+        function = _SUFFIX.sub("", functions.get(number, ""))
+        if current and current.endswith("/" + binary) and function and not function.startswith("(") and function not in seen:
+            seen.add(function)
+            order.append(function)
+    return order
+
+
+def workload(socket_path: str, seconds: float, reload_pid: int) -> None:
+    """What the daemon does in a day, compressed: every route, a reload, probes meanwhile."""
+    deadline = time.monotonic() + seconds
+    reloaded = False
+    while time.monotonic() < deadline:
+        for route in ROUTES:
+            try:
+                statusclient.get(socket_path, route, 60)
+            except OSError:
+                pass
+        if not reloaded and time.monotonic() > deadline - seconds / 2:
+            os.kill(reload_pid, signal.SIGHUP)
+            reloaded = True
+        time.sleep(2)
+
+
+def profile(daemon: str, pg_bin: str, seconds: float, work: str) -> str:
+    """callgrind's output of the daemon under the workload."""
+    cluster = Cluster.create(pg_bin, f"{work}/cluster")
+    try:
+        # The symbol table without the debug information, which valgrind's reader refuses.
+        copy = f"{work}/dreamnet-healthd"
+        subprocess.run(["objcopy", "--strip-debug", daemon, copy], check=True)
+        output = f"{work}/callgrind.out"
+        socket_path = f"{work}/status.sock"
+        environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NOTIFY_SOCKET")}
+        environment["GNUTLS_NO_IMPLICIT_INIT"] = "1"
+        with open(f"{work}/daemon.log", "wb") as log:
+            process = subprocess.Popen(
+                ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={output}", copy,
+                 "--database-url", f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres",
+                 "--interval", "1s", "--socket", socket_path, "--state-dir", f"{work}/state",
+                 "--alert-log", f"{work}/alerts.log", "--log-level", "warning"],
+                env=environment, stdout=log, stderr=log,
+            )
+        try:
+            started = time.monotonic() + 120
+            while not os.path.exists(socket_path):
+                if process.poll() is not None or time.monotonic() > started:
+                    raise RuntimeError(f"the daemon did not start under valgrind; see {work}/daemon.log")
+                time.sleep(0.5)
+            workload(socket_path, seconds, process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+        with open(output, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    finally:
+        cluster.shut_down()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="harness.codeorder", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--daemon", required=True, help="the release build's dreamnet-healthd (unstripped)")
+    parser.add_argument("--pg-bin", required=True)
+    parser.add_argument("--seconds", type=float, default=40)
+    parser.add_argument("--out", required=True)
+    arguments = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="dreamnet-codeorder-", dir="/tmp")
+    # The cluster's user (postgres, when run as root) must be able to enter it.
+    os.chmod(work, 0o755)
+    try:
+        names = executed_functions(profile(arguments.daemon, arguments.pg_bin, arguments.seconds, work), "dreamnet-healthd")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if len(names) < 1000:
+        print(f"codeorder: only {len(names)} functions ran: the profile failed", file=sys.stderr)
+        return 1
+    with open(arguments.out, "w") as f:
+        f.write("\n".join(names) + "\n")
+    print(f"codeorder: {len(names)} functions written to {arguments.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
