@@ -58,7 +58,8 @@ public struct DistanceMeter: Sendable, Equatable {
     public var connectNearBudget: Bool { warned }
 
     public mutating func record(_ probe: ProbeResult) -> Notice? {
-        guard probe.ok else { return nil }
+        // A wake's time is the cold start's, held to `wake_timeout`, not `connect_timeout`.
+        guard probe.ok, !probe.underWakeBudget else { return nil }
         if let query = probe.phases.last(where: { $0.phase == .query })?.duration {
             lastAnswer = query
             recentQueries.append(query)

@@ -225,6 +225,9 @@ public struct ProbeLoop: Sendable {
         let wakeReason: ScaleToZeroSchedule.WakeReason? = if case .wake(let reason) = budget { reason } else { nil }
         noteSleepChange(at: now, wake: (wakeReason ?? .application, result.latency))
         let transition = machine.probeFinished(result, at: now.wall, decisive: wakeReason != nil, newID: newID())
+        // Until the verdict is healthy again, probes go on at the interval, application or not:
+        // a wake retried after a failure gets in once, and `rise` wants more than once.
+        if machine.state == .unhealthy { schedule?.probeFailed() }
         var recording = decide(probe: result, transition: transition, at: now.wall, newID: newID)
         recording.sleep = takeSleepChanges()
         if recording.transition == nil, recording.settled == nil, recording.sleep.isEmpty, !recorderHasWork(recording.memory) {

@@ -104,6 +104,9 @@ public struct ProbeResult: Sendable, Equatable {
     public var connection: ProbeConnection
     /// How the deadline was passed to the server; `nil` when no server was involved.
     public var serverTimeouts: ServerTimeouts?
+    /// The first login after a sleep (`scale_to_zero`), under `wake_timeout`: its time is the
+    /// database's cold start, no measure of the distance to it.
+    public var underWakeBudget = false
 
     public var ok: Bool { failure == nil }
 

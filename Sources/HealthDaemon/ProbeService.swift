@@ -212,7 +212,9 @@ final class ProbeService: Service {
                 case .wake(let reason):
                     { [logger] in
                         logger.info("waking the database", metadata: ["reason": "\(reason.rawValue)", "wake_timeout_ms": "\(wakeTimeout.milliseconds)"])
-                        return await prober.wakeProbe(connectTimeout: wakeTimeout)
+                        var result = await prober.wakeProbe(connectTimeout: wakeTimeout)
+                        result?.underWakeBudget = true
+                        return result
                     }
                 }
                 guard let outcome = await feedingWatchdog(for: feed, run), let result = outcome else { return }
@@ -329,18 +331,22 @@ final class ProbeService: Service {
         guard let (lastAt, idle) = observed else { return }
         let asleep = state.withLock { state -> Bool in
             state.loop.applicationTraffic(lastAt: lastAt)
-            guard case .ended(let sqlstate) = idle else { return false }
+            guard case .ended(let sqlstate, let ago) = idle else { return false }
             // Only 57P01 can be a sleep; any other end is looked into by a probe at once.
             guard sqlstate == "57P01" else {
                 state.loop.keptSessionLost()
                 return false
             }
-            return state.loop.keptSessionTerminated(at: moment)
+            // Judged by when it came, not when this look found it: a server killed while the
+            // application was busy sends the same 57P01, and the look may come a few seconds
+            // later, once the application's connections are gone.
+            let arrived = ago.map { ago in ProbeLoop.Now(monotonic: moment.monotonic - ago, wall: moment.wall.addingTimeInterval(-ago.seconds)) } ?? moment
+            return state.loop.keptSessionTerminated(at: arrived)
         }
         if asleep {
             // The event (`database.health.asleep`) says it to the alert log and the journal.
             logger.debug("the database went to sleep: the server ended the idle session (57P01) at its idle mark, while nobody used it")
-        } else if case .ended(let sqlstate) = idle {
+        } else if case .ended(let sqlstate, _) = idle {
             logger.info("the server ended the idle kept session before the database's idle mark: probing now", metadata: ["sqlstate": "\(sqlstate ?? "none")"])
         }
     }

@@ -203,16 +203,27 @@ final class PGSession: @unchecked Sendable {
     /// to end it, as a compute that suspends does).
     func checkIdle() -> IdleSessionCheck {
         var descriptor = pollfd(fd: PQsocket(connection), events: Int16(POLLIN), revents: 0)
-        guard descriptor.fd >= 0 else { return .ended(sqlstate: nil) }
+        guard descriptor.fd >= 0 else { return .ended(sqlstate: nil, ago: nil) }
         guard poll(&descriptor, 1, 0) > 0 else { return .open }
+        // When the server's last bytes arrived, which may be long before this look: the kernel
+        // keeps it for a TCP socket (`tcpi_last_data_recv`).
+        let ago = Self.sinceReceived(descriptor.fd)
         let read = PQconsumeInput(connection) == 1
         // PQconsumeInput only reads; PQisBusy parses what was read, which passes a FATAL sent
         // to an idle session to the notice receiver. It comes before the end of the
         // connection, and may be read on its own.
         _ = PQisBusy(connection)
-        if let fatal = notices.fatal { return .ended(sqlstate: fatal.sqlstate) }
+        if let fatal = notices.fatal { return .ended(sqlstate: fatal.sqlstate, ago: ago) }
         if read, PQstatus(connection) == CONNECTION_OK { return .open }
-        return .ended(sqlstate: nil)
+        return .ended(sqlstate: nil, ago: ago)
+    }
+
+    /// How long ago a TCP socket last received data; `nil` for another kind of socket.
+    private static func sinceReceived(_ descriptor: Int32) -> Duration? {
+        var info = tcp_info()
+        var length = socklen_t(MemoryLayout<tcp_info>.size)
+        guard getsockopt(descriptor, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0 else { return nil }
+        return .milliseconds(Int64(info.tcpi_last_data_recv))
     }
 
     private static func values(of result: OpaquePointer) -> [[String?]] {
@@ -293,8 +304,9 @@ public enum IdleSessionCheck: Sendable, Equatable {
     /// No session is kept (or a probe is using it).
     case none
     case open
-    /// The server ended it; with the SQLSTATE it gave, if it said why.
-    case ended(sqlstate: String?)
+    /// The server ended it; with the SQLSTATE it gave, if it said why, and how long ago its
+    /// last bytes arrived (nil: unknown, a Unix socket).
+    case ended(sqlstate: String?, ago: Duration?)
 }
 
 private final class ServerNotices {

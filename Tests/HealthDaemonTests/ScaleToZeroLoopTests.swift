@@ -180,4 +180,21 @@ import Testing
         let plain = LoopSimulator(settings: ProbeLoop.Settings(DaemonConfiguration.defaults, probing: true)) { _ in .ok() }
         #expect(plain.loop.mayWriteToDatabase(at: plain.origin + .seconds(1_000)))
     }
+
+    /// After a failed wake the loop probes until the verdict is healthy again (`rise` wants
+    /// two successes), not only until one probe gets in, although nobody uses the database.
+    @Test func afterAFailedWakeProbingGoesOnUntilHealthy() throws {
+        var simulator = LoopSimulator(settings: Self.settings()) { start in
+            start >= .seconds(200) && start < .seconds(212) ? .failed(.timeout, in: .seconds(10)) : .ok()
+        }
+        simulator.applicationTraffic = Self.application(busy: [0..<10, 200..<202])
+        simulator.start()
+        simulator.run(until: .seconds(400))
+        let states = simulator.transitions.map(\.transition.to)
+        #expect(states == [.healthy, .unhealthy, .healthy], "\(states)")
+        let recovered = try #require(simulator.transitions.last).at
+        #expect(recovered < .seconds(240), "healthy again at \(recovered)")
+        // And then let sleep: no probe long after the recovery.
+        #expect(simulator.probes.filter { $0.start > recovered + .seconds(5) }.isEmpty)
+    }
 }
