@@ -438,10 +438,6 @@ def start_daemon(binary: str, directory: str, standin: StandIn, suspend_after: f
     ], env={"DATABASE_URL": standin.url})
 
 
-def sleep_until(moment: float) -> None:
-    time.sleep(max(0.0, moment - time.time()))
-
-
 def one_run(args: argparse.Namespace, timeline: Timeline, name: str, wake_every: float | None, work: str) -> dict:
     """A run of the timeline: the stand-in, the application, the daemon; the run's figures."""
     directory = os.path.join(work, name)
