@@ -9,6 +9,8 @@ let package = Package(
         .executable(name: "dreamnet-healthctl", targets: ["dreamnet-healthctl"]),
         // The benchmarks' load client (HTTP over a Unix socket); not installed, not part of the daemon.
         .executable(name: "dreamnet-loadgen", targets: ["dreamnet-loadgen"]),
+        // The tests' scale-to-zero stand-in as a process, for scripts/bench-sleep; not installed, not part of the daemon.
+        .executable(name: "dreamnet-standin", targets: ["dreamnet-standin"]),
         // For the allocation benchmarks in Benchmarks/ (a package of its own); not installed.
         .library(name: "HealthCore", targets: ["HealthCore"]),
         .library(name: "EventSpool", targets: ["EventSpool"]),
@@ -132,6 +134,15 @@ let package = Package(
         .target(
             name: "TestSupport",
             path: "Tests/TestSupport"
+        ),
+        // The scale-to-zero stand-in of TestSupport in a process of its own, for scripts/bench-sleep.
+        .executableTarget(
+            name: "dreamnet-standin",
+            dependencies: [
+                "TestSupport", "HealthCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tests/dreamnet-standin"
         ),
         .testTarget(
             name: "HealthCoreTests",

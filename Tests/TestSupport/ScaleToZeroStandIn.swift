@@ -144,10 +144,16 @@ public final class ScaleToZeroStandIn: Sendable {
     /// Connections relayed to the server, and connections refused by `.refuse`.
     public var counts: (relayed: Int, refused: Int) { state.withLock { ($0.relayed, $0.refused) } }
 
+    /// When the server was up, oldest first: from the start of each wake (or the stand-in's
+    /// making) until the suspension stopped it; `to` is nil for the one still open.
+    public var upIntervals: [(from: ContinuousClock.Instant, to: ContinuousClock.Instant?)] {
+        state.withLock { $0.upIntervals }
+    }
+
     /// How long the server was up within `from`...`to`: from the start of each wake (a starting
     /// compute counts, as it is billed) until the suspension stopped it.
     public func awakeTime(from start: ContinuousClock.Instant, to end: ContinuousClock.Instant = .now) -> Duration {
-        let intervals = state.withLock { $0.upIntervals }
+        let intervals = upIntervals
         let now = ContinuousClock.now
         var total = Duration.zero
         for interval in intervals {

@@ -455,7 +455,8 @@ func readText(_ url: URL) -> String {
 }
 
 extension Duration {
-    var timeInterval: TimeInterval {
+    /// In seconds, as Foundation counts them.
+    public var timeInterval: TimeInterval {
         let (seconds, attoseconds) = components
         return TimeInterval(seconds) + TimeInterval(attoseconds) / 1e18
     }

@@ -1,8 +1,8 @@
-"""The goals scripts/bench and scripts/fleet measure, in one place: what BENCHMARKS.md says each
-one is (its "## Goals" table and the "(goal: …)" of each report heading), which figure of a run
-it is about and the bound that figure has to keep. The parts record their figures by name into a
-dict; `evaluate` turns that dict into a verdict per goal, and the report headings take their
-"(goal: …)" from here.
+"""The goals scripts/bench, scripts/fleet and scripts/bench-sleep measure, in one place: what
+BENCHMARKS.md says each one is (its "## Goals" table and the "(goal: …)" of each report heading),
+which figure of a run it is about and the bound that figure has to keep. The parts record their
+figures by name into a dict; `evaluate` turns that dict into a verdict per goal, and the report
+headings take their "(goal: …)" from here.
 """
 from __future__ import annotations
 
@@ -67,10 +67,28 @@ GOALS: tuple[Goal, ...] = (
          "fleet.most_connections", "<=", 100, "connections"),
     Goal("fleet.splay", "fleet-restart", "busiest 100 ms bucket ≤ 2 × the mean",
          "fleet.splay_busiest_over_mean", "<=", 2.0, "×"),
+    # scripts/bench-sleep
+    Goal("sleep.asleep", "sleep-off", "asleep ≥ 95 % of the quiet time",
+         "sleep_off.asleep_percent", ">=", 95.0, "%"),
+    Goal("sleep.following", "sleep-off",
+         "suspended ≤ one interval later than the application's last query + suspend_after",
+         "sleep_off.most_past_timer_over_interval", "<=", 1.0, "× the interval"),
+    Goal("sleep.off.unhealthy", "sleep-off", "0 `unhealthy` transitions across every suspension and wake",
+         "sleep_off.unhealthy", "==", 0, "transitions"),
+    Goal("sleep.caused", "sleep-5m",
+         "awake time the daemon causes ≤ one interval per stretch of use + (cold start + suspend_after + 5 s) per wake",
+         "sleep_5m.caused_over_bound", "<=", 1.0, "× the bound"),
+    Goal("sleep.5m.unhealthy", "sleep-5m", "0 `unhealthy` transitions across every suspension and wake",
+         "sleep_5m.unhealthy", "==", 0, "transitions"),
+    Goal("sleep.failed_wake", "sleep-failure", "a failed wake `unhealthy` within wake_timeout + timeout",
+         "sleep_failure.wake_over_bound", "<=", 1.0, "× the bound"),
+    Goal("sleep.outage", "sleep-failure", "the server killed during use `unhealthy` within the detection bound",
+         "sleep_failure.kill_over_bound", "<=", 1.0, "× the bound"),
 )
 
 BENCH_PARTS = ("deadline", "steady", "load", "detection", "replay", "startup", "cost")
 FLEET_PARTS = ("fleet-steady", "fleet-outage", "fleet-restart")
+SLEEP_PARTS = ("sleep-off", "sleep-5m", "sleep-failure")
 
 
 def of_part(part: str) -> list[Goal]:

@@ -30,6 +30,10 @@ class DocumentTests(unittest.TestCase):
         for part in goals.FLEET_PARTS:
             self.assertIn(f"({goals.heading_clause(part)})\n", self.headings + "\n", part)
 
+    def test_the_sleep_benchs_heading_clauses_are_the_documents(self):
+        for part in goals.SLEEP_PARTS:
+            self.assertIn(f"({goals.heading_clause(part)})\n", self.headings + "\n", part)
+
     def test_the_headings_the_parts_write_are_the_documents(self):
         for title in (deadline.title(), steady.title(60), load.title(5), detection.title(), replay.title(),
                       startup.title(), cost.title()):
@@ -41,7 +45,7 @@ class ShapeTests(unittest.TestCase):
         self.assertEqual(len({g.id for g in goals.GOALS}), len(goals.GOALS))
         self.assertEqual(len({g.figure for g in goals.GOALS}), len(goals.GOALS))
         for g in goals.GOALS:
-            self.assertIn(g.part, goals.BENCH_PARTS + goals.FLEET_PARTS, g.id)
+            self.assertIn(g.part, goals.BENCH_PARTS + goals.FLEET_PARTS + goals.SLEEP_PARTS, g.id)
             self.assertIn(g.comparison, ("<=", "<", ">=", "==", "within", ""), g.id)
 
     def test_heading_clause_says_goal_or_goals(self):
