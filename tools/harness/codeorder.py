@@ -11,9 +11,11 @@ in the binary are skipped, so a stale file costs memory, never correctness; rege
 
 This runs the symbol-table copy of a release daemon under valgrind's callgrind against a
 throwaway cluster: start-up, probes at 1 Hz, every status route, a reload; then it takes the
-functions of the daemon's own binary from callgrind's output.
+functions of the daemon's own binary from callgrind's output. With `--control`, the CLI's
+`status` and `events` too, whose functions follow the daemon's: lld orders each binary by the
+names it has, so one file serves both.
 
-    python3 -m harness.codeorder --daemon BIN --pg-bin DIR --out packaging/code-order.txt
+    python3 -m harness.codeorder --daemon BIN [--control BIN] --pg-bin DIR --out packaging/code-order.txt
 """
 
 from __future__ import annotations
@@ -83,13 +85,33 @@ def workload(socket_path: str, seconds: float, reload_pid: int) -> None:
         time.sleep(2)
 
 
-def profile(daemon: str, pg_bin: str, seconds: float, work: str) -> str:
-    """callgrind's output of the daemon under the workload."""
+def symbols_copy(binary: str, work: str) -> str:
+    """The symbol table without the debug information, which valgrind's reader refuses."""
+    copy = f"{work}/{os.path.basename(binary)}"
+    subprocess.run(["objcopy", "--strip-debug", binary, copy], check=True)
+    return copy
+
+
+def profile_control(control: str, socket_path: str, work: str) -> str:
+    """callgrind's output of the CLI's commands that ask the daemon, one after the other."""
+    copy = symbols_copy(control, work)
+    outputs = []
+    for index, command in enumerate((["status"], ["events"], ["status", "--json"])):
+        output = f"{work}/callgrind-control-{index}.out"
+        subprocess.run(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={output}", copy,
+                        "--socket", socket_path, *command],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        with open(output, encoding="utf-8", errors="replace") as f:
+            outputs.append(f.read())
+    return "\n".join(outputs)
+
+
+def profile(daemon: str, pg_bin: str, seconds: float, work: str, control: str | None = None) -> tuple[str, str]:
+    """callgrind's output of the daemon under the workload, and of the CLI's commands
+    meanwhile (empty without `control`)."""
     cluster = Cluster.create(pg_bin, f"{work}/cluster")
     try:
-        # The symbol table without the debug information, which valgrind's reader refuses.
-        copy = f"{work}/dreamnet-healthd"
-        subprocess.run(["objcopy", "--strip-debug", daemon, copy], check=True)
+        copy = symbols_copy(daemon, work)
         output = f"{work}/callgrind.out"
         socket_path = f"{work}/status.sock"
         environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NOTIFY_SOCKET")}
@@ -109,11 +131,12 @@ def profile(daemon: str, pg_bin: str, seconds: float, work: str) -> str:
                     raise RuntimeError(f"the daemon did not start under valgrind; see {work}/daemon.log")
                 time.sleep(0.5)
             workload(socket_path, seconds, process.pid)
+            control_output = profile_control(control, socket_path, work) if control else ""
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
         with open(output, encoding="utf-8", errors="replace") as f:
-            return f.read()
+            return f.read(), control_output
     finally:
         cluster.shut_down()
 
@@ -121,6 +144,7 @@ def profile(daemon: str, pg_bin: str, seconds: float, work: str) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="harness.codeorder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--daemon", required=True, help="the release build's dreamnet-healthd (unstripped)")
+    parser.add_argument("--control", help="the release build's dreamnet-healthctl (unstripped)")
     parser.add_argument("--pg-bin", required=True)
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--out", required=True)
@@ -129,7 +153,10 @@ def main(argv: list[str]) -> int:
     # The cluster's user (postgres, when run as root) must be able to enter it.
     os.chmod(work, 0o755)
     try:
-        names = executed_functions(profile(arguments.daemon, arguments.pg_bin, arguments.seconds, work), "dreamnet-healthd")
+        daemon_run, control_run = profile(arguments.daemon, arguments.pg_bin, arguments.seconds, work, arguments.control)
+        names = executed_functions(daemon_run, "dreamnet-healthd")
+        known = set(names)
+        names += [name for name in executed_functions(control_run, "dreamnet-healthctl") if name not in known]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if len(names) < 1000:

@@ -206,8 +206,9 @@ class SteadyTests(unittest.TestCase):
     def test_figures(self):
         f = steady.figures(steady_result())
         self.assertAlmostEqual(f["steady.fresh_over_floor"], (43.5 / 60) / (26.22 / 60))
-        self.assertAlmostEqual(f["steady.cli_over_isready"], 12.0 / (1.32 / 180 * 1000))
-        self.assertAlmostEqual(f["steady.rss_over_exporter"], 23.8 / 16.6)
+        self.assertAlmostEqual(f["steady.status_over_isready"], 12.0 / (1.32 / 180 * 1000))
+        self.assertAlmostEqual(f["steady.probe_over_isready_ms"], 0.70 / 60 * 1000 - 1.32 / 180 * 1000)
+        self.assertAlmostEqual(f["steady.pss_over_exporter"], 19.3 / 15.8)
         self.assertEqual(f["steady.anon_mib"], 3.3)
 
     def test_rows_and_verdicts(self):
@@ -218,6 +219,8 @@ class SteadyTests(unittest.TestCase):
         verdicts = steady.verdicts(r)
         self.assertEqual(verdicts[0], "CPU per fresh-connection probe: 1.66 × the floor beside it (goal ≤ 1.5: NOT met).")
         self.assertIn("anonymous 3.3 MiB (goal ≤ 5: met)", verdicts[-1])
+        self.assertIn("`dreamnet-healthctl status`: 12.00 ms per call against 7.33 for the `pg_isready` binary (goal ≤ 0.5 ×: NOT met)", verdicts[1])
+        self.assertIn("PSS 19.3 MiB against the exporter's 15.8 (goal ≤: NOT met)", verdicts[-1])
 
     def test_sizes_table(self):
         self.assertEqual(steady.sizes_table({"`dreamnet-healthd`": (20.4, 51.0), "`pg_isready`": (0.1, None)}),
