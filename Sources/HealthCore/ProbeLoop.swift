@@ -64,6 +64,16 @@ public struct ProbeLoop: Sendable {
             self.monotonic = monotonic
             self.wall = wall
         }
+
+        /// The wall-clock time of `instant`, read off this moment's two clocks.
+        public func wall(at instant: Instant) -> Date {
+            wall.addingTimeInterval(-(monotonic - instant).seconds)
+        }
+
+        /// This moment, `duration` earlier, on both clocks.
+        public func earlier(by duration: Duration) -> Now {
+            Now(monotonic: monotonic - duration, wall: wall.addingTimeInterval(-duration.seconds))
+        }
     }
 
     /// What to record for one tick, decided here and done by the adapter: durably first, then
@@ -372,14 +382,13 @@ public struct ProbeLoop: Sendable {
     /// recording. `wake`: the probe that just finished, whose login ended a sleep.
     private mutating func noteSleepChange(at now: Now, wake: (reason: ScaleToZeroSchedule.WakeReason, took: Duration)? = nil) {
         guard let schedule else { return }
-        func wall(_ instant: Instant) -> Date { now.wall.addingTimeInterval(-(now.monotonic - instant).seconds) }
         switch (recordedAsleep, schedule.phase) {
         case (nil, .asleep(let since, let seen)):
             // A sleep presumed at the idle mark is noted one interval later, unless the server
             // ends the kept session first (as it does, a moment after the mark): then the
             // record says the sleep was seen.
             if !seen, now.monotonic < since + schedule.settings.interval { return }
-            let date = wall(since)
+            let date = now.wall(at: since)
             recordedAsleep = date
             pendingSleep.append(.asleep(since: date, seen: seen, suspendAfter: schedule.settings.suspendAfter))
         case (let since?, .following), (let since?, .resting):

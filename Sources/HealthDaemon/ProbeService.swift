@@ -340,7 +340,7 @@ final class ProbeService: Service {
             // Judged by when it came, not when this look found it: a server killed while the
             // application was busy sends the same 57P01, and the look may come a few seconds
             // later, once the application's connections are gone.
-            let arrived = ago.map { ago in ProbeLoop.Now(monotonic: moment.monotonic - ago, wall: moment.wall.addingTimeInterval(-ago.seconds)) } ?? moment
+            let arrived = ago.map { moment.earlier(by: $0) } ?? moment
             return state.loop.keptSessionTerminated(at: arrived)
         }
         if asleep {
@@ -353,16 +353,15 @@ final class ProbeService: Service {
 
     /// The sleep phase on the status socket, and whether events may be delivered now.
     private func publishSleep() {
-        let wall = Date()
-        let now = ContinuousClock.now
+        let moment = Self.now()
+        let now = moment.monotonic
         let (phase, mayWrite) = state.withLock { ($0.loop.schedule?.phase, $0.eventsElsewhere || $0.loop.mayWriteToDatabase(at: now)) }
         deliveryGate?.set(open: mayWrite)
-        func date(_ instant: ContinuousClock.Instant) -> Date { wall.addingTimeInterval(-(now - instant).seconds) }
         let sleep: SleepStatus? = switch phase {
         case nil: nil
         case .following?: SleepStatus(phase: .following, since: nil, seen: false, lookedAt: now)
-        case .resting(let since)?: SleepStatus(phase: .resting, since: date(since), seen: false, lookedAt: now)
-        case .asleep(let since, let seen)?: SleepStatus(phase: .asleep, since: date(since), seen: seen, lookedAt: now)
+        case .resting(let since)?: SleepStatus(phase: .resting, since: moment.wall(at: since), seen: false, lookedAt: now)
+        case .asleep(let since, let seen)?: SleepStatus(phase: .asleep, since: moment.wall(at: since), seen: seen, lookedAt: now)
         }
         let previous = store.read().sleep.map { ($0.phase, $0.seen) }
         store.update { $0.sleep = sleep }
