@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .executable(name: "dreamnet-healthd", targets: ["dreamnet-healthd"]),
         .executable(name: "dreamnet-healthctl", targets: ["dreamnet-healthctl"]),
+        // `dreamnet-healthctl probe`'s engine, installed in /usr/libexec/dreamnet-healthd.
+        .executable(name: "dreamnet-probe", targets: ["dreamnet-probe"]),
         // The benchmarks' load client (HTTP over a Unix socket); not installed, not part of the daemon.
         .executable(name: "dreamnet-loadgen", targets: ["dreamnet-loadgen"]),
         // The tests' scale-to-zero stand-in as a process, for scripts/bench-sleep; not installed, not part of the daemon.
@@ -79,6 +81,15 @@ let package = Package(
             name: "ProbeCommandLine",
             dependencies: ["HealthCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // One probe, printed, its exit code the verdict: `dreamnet-healthd probe` and
+        // `dreamnet-probe`.
+        .target(
+            name: "OneShotProbe",
+            dependencies: [
+                "HealthCore", "PostgresProbe", "ProbeCommandLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .target(
             name: "EventSpool",
             dependencies: ["HealthCore", "CSQLite"]
@@ -113,13 +124,21 @@ let package = Package(
         .executableTarget(
             name: "dreamnet-healthd",
             dependencies: [
-                "HealthDaemon", "HealthCore", "PostgresProbe", "ProbeCommandLine",
+                "HealthDaemon", "HealthCore", "PostgresProbe", "ProbeCommandLine", "OneShotProbe",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // libpq and what a probe needs; nothing of the daemon (systemd, SQLite, SwiftNIO).
+        .executableTarget(
+            name: "dreamnet-probe",
+            dependencies: [
+                "OneShotProbe", "ProbeCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "dreamnet-healthctl",
-            // No libpq: `probe` runs in dreamnet-healthd (`dreamnet-healthd probe`).
+            // No libpq: `probe` runs in dreamnet-probe.
             dependencies: [
                 "HealthCore", "StatusClient", "ProbeCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

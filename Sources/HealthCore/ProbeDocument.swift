@@ -32,7 +32,7 @@ public struct ProbeDocument: Codable, Sendable, Equatable {
 }
 
 extension ProbeDocument {
-    /// What `dreamnet-healthd probe` (and `dreamnet-healthctl probe`) prints without `--json`.
+    /// What `dreamnet-healthctl probe` (and `dreamnet-healthd probe`) prints without `--json`.
     public var summary: String {
         let phases = ProbePhase.allCases.compactMap { phase in
             phasesMs[phase.rawValue].map { "\(phase.rawValue) \(FixedPoint.format($0, places: 1))" }

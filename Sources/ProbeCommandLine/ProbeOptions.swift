@@ -2,8 +2,8 @@ import ArgumentParser
 import HealthCore
 
 /// The options of `probe`, one database probed once with the daemon's engine and deadlines.
-/// `dreamnet-healthctl probe` parses and validates them, then runs `dreamnet-healthd probe`
-/// with the same arguments (`forwarded`): the CLI itself links no libpq, whose chain of
+/// `dreamnet-healthctl probe` hands them to the probe program (`dreamnet-probe`), which parses
+/// them too, as `dreamnet-healthd probe` does: the CLI itself links no libpq, whose chain of
 /// libraries would cost every call of `status` its load.
 public struct ProbeOptions: ParsableArguments {
     public static let abstract = "Probe a database once, with the daemon's engine and deadline; no daemon needed."
@@ -41,9 +41,9 @@ public struct ProbeOptions: ParsableArguments {
         ((try? HumanDuration.parse(timeout)) ?? .seconds(1), (try? HumanDuration.parse(connectTimeout)) ?? .seconds(2))
     }
 
-    /// The same options, as arguments of `dreamnet-healthd probe`. A URL given on the command
-    /// line is passed the same way (it is in this process's arguments already); one from
-    /// `DATABASE_URL` stays in the environment, which the daemon's binary inherits.
+    /// The same options, as arguments of the probe program. A URL given on the command line is
+    /// passed the same way (it is in this process's arguments already); one from
+    /// `DATABASE_URL` stays in the environment, which the probe program inherits.
     public var forwarded: [String] {
         var arguments = ["--timeout", timeout, "--connect-timeout", connectTimeout]
         if let databaseURL { arguments += ["--database-url", databaseURL] }

@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Glibc
 import HealthCore
+import ProbeCommandLine
 import StatusClient
 
 /// `dreamnet-healthctl`: asks the daemon (or the database, for `probe`) and answers with the
@@ -74,21 +75,9 @@ enum ControlMain {
     /// Swift concurrency's threads would cost a call more than its work.
     static func main() {
         if CommandLine.arguments.count > 1, CommandLine.arguments[1] == Probe.configuration.commandName {
-            Probe.runDaemon(arguments: Array(CommandLine.arguments.dropFirst(2)))
+            Probe.runProbeProgram(arguments: Array(CommandLine.arguments.dropFirst(2)))
         }
-        do {
-            var command = try HealthControl.parseAsRoot()
-            try command.run()
-        } catch {
-            let code = HealthControl.exitCode(for: error)
-            if code == .success { HealthControl.exit(withError: error) }  // --help, --version
-            if error is ExitCode { exit(code.rawValue) }
-            // Usage errors quote arguments back, and an argument may be a connection string.
-            // Like every failure to get an answer, they exit 3 (unknown), as monitoring expects.
-            let scrubber = SecretScrubber(arguments: CommandLine.arguments)
-            writeError(scrubber.scrub(HealthControl.fullMessage(for: error)))
-            exit(ExitVerdict.unknown.rawValue)
-        }
+        OneShotCommand.main(HealthControl.self, arguments: Array(CommandLine.arguments.dropFirst()))
     }
 }
 
@@ -104,8 +93,7 @@ func pause(for duration: Duration) {
 }
 
 func writeError(_ text: String) {
-    let line = Array("dreamnet-healthctl: \(text)\n".utf8)
-    _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    OneShotCommand.say(text)
 }
 
 func decodeStatus(_ body: [UInt8]) throws -> StatusDocument {

@@ -5,6 +5,7 @@ import Glibc
 import HealthCore
 import HealthDaemon
 import Logging
+import ProbeCommandLine
 
 /// `dreamnet-healthd`: flags, then the composition root. Nothing else lives here.
 struct HealthDaemonCommand: AsyncParsableCommand {
@@ -130,7 +131,7 @@ enum Main {
     static func main() {
         // A one-shot probe: synchronous, no services, nothing of the daemon started.
         if CommandLine.arguments.count > 1, CommandLine.arguments[1] == ProbeCommand.configuration.commandName {
-            runProbe()
+            OneShotCommand.main(StandaloneProbeCommand.self, arguments: Array(CommandLine.arguments.dropFirst(2)))
         }
         if getpriority(Int32(PRIO_PROCESS.rawValue), 0) <= -4 {
             startDispatchEventThread()
@@ -141,28 +142,6 @@ enum Main {
             finished.signal()
         }
         finished.wait()
-    }
-
-    static func runProbe() -> Never {
-        let viaControl = CommandLine.arguments.first.map { $0.hasSuffix("dreamnet-healthctl") } ?? false
-        runProbe(as: viaControl ? ControlProbeCommand.self : StandaloneProbeCommand.self)
-    }
-
-    private static func runProbe(as command: any ParsableCommand.Type) -> Never {
-        do {
-            var parsed = try command.parseAsRoot(Array(CommandLine.arguments.dropFirst(2)))
-            try parsed.run()
-            exit(0)
-        } catch {
-            let code = command.exitCode(for: error)
-            if code == .success { command.exit(withError: error) }  // --help
-            if error is ExitCode { exit(code.rawValue) }
-            // Usage errors quote arguments back, and an argument may be a connection string.
-            // Like every failure to get an answer, they exit 3 (unknown), as monitoring expects.
-            let scrubber = SecretScrubber(arguments: CommandLine.arguments)
-            Main.say(scrubber.scrub(command.fullMessage(for: error)))
-            exit(ExitVerdict.unknown.rawValue)
-        }
     }
 
     /// Activating a read source registers it with epoll on the calling thread, and the first
@@ -268,15 +247,7 @@ enum Main {
     }
 
     static func fail(_ message: String, code: Int32) -> Never {
-        say(message)
+        OneShotCommand.say(message)
         exit(code)
-    }
-
-    /// A line on stderr, after the program's name: `dreamnet-healthctl` when that runs
-    /// `dreamnet-healthd probe` for its own `probe` (it passes its name as argv[0]).
-    static func say(_ message: String) {
-        let name = CommandLine.arguments.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "dreamnet-healthd"
-        let line = Array("\(name): \(message)\n".utf8)
-        _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 }

@@ -68,22 +68,26 @@ import TestSupport
     }
 
     /// `dreamnet-healthctl` links no libpq (its `status` does not pay for libpq's chain of
-    /// libraries); its `probe` is `dreamnet-healthd probe`, with the same output and exit codes.
-    @Test func theCLILinksNoLibpqAndItsProbeIsTheDaemons() throws {
+    /// libraries); its `probe` is the probe program, which links libpq and nothing of the
+    /// daemon's, with the output and exit codes of `dreamnet-healthd probe`.
+    @Test func theCLILinksNoLibpqAndItsProbeIsTheProbePrograms() throws {
         let linked = try runProcess(URL(fileURLWithPath: "/usr/bin/ldd"), [Binaries.control.path])
         #expect(linked.status == 0, "\(linked.stderr)")
         #expect(!linked.stdout.contains("libpq"), "\(linked.stdout)")
-        let daemonLinks = try runProcess(URL(fileURLWithPath: "/usr/bin/ldd"), [Binaries.daemon.path])
-        #expect(daemonLinks.stdout.contains("libpq"))
+        let probeLinks = try runProcess(URL(fileURLWithPath: "/usr/bin/ldd"), [Binaries.probe.path])
+        #expect(probeLinks.stdout.contains("libpq"))
+        for daemonsOnly in ["libsystemd", "libsqlite3"] {
+            #expect(!probeLinks.stdout.contains(daemonsOnly), "\(probeLinks.stdout)")
+        }
 
         let url = "postgresql://u:Sentinel-77@127.0.0.1:\(freeTCPPort())/db"
-        for arguments in [["probe", "--database-url", url], ["probe", "--database-url", url, "--json"], ["probe"]] {
+        for arguments in [["probe", "--database-url", url], ["probe", "--database-url", url, "--json"], ["probe"], ["probe", "--timeout", "soon"]] {
             let viaCLI = try Binaries.healthctl(arguments)
             let direct = try Binaries.healthd(arguments)
             #expect(viaCLI.status == direct.status, "\(arguments)")
             // The same lines, bar times and the program's name.
             func shape(_ text: String) -> String {
-                text.replacingOccurrences(of: "dreamnet-healthd:", with: "dreamnet-healthctl:")
+                text.replacingOccurrences(of: "dreamnet-healthd", with: "dreamnet-healthctl")
                     .replacingOccurrences(of: #"[0-9]+(\.[0-9]+)?"#, with: "N", options: .regularExpression)
             }
             #expect(shape(viaCLI.stdout) == shape(direct.stdout), "\(viaCLI.stdout) | \(direct.stdout)")
@@ -91,11 +95,13 @@ import TestSupport
             #expect(!(viaCLI.stdout + viaCLI.stderr).contains("Sentinel"))
         }
         #expect(try Binaries.healthctl(["probe"]).stderr.hasPrefix("dreamnet-healthctl: not-configured"))
+        // Its help names the CLI's command.
+        #expect(try Binaries.healthctl(["probe", "--help"]).stdout.contains("USAGE: dreamnet-healthctl probe"))
 
-        // Without the daemon's binary the probe says so, and is no verdict.
-        let missing = try Binaries.healthctl(["probe", "--database-url", url], environment: ["DREAMNET_HEALTHD": "/nonexistent/dreamnet-healthd"])
+        // Without the probe program the probe says so, and is no verdict.
+        let missing = try Binaries.healthctl(["probe", "--database-url", url], environment: ["DREAMNET_PROBE": "/nonexistent/dreamnet-probe"])
         #expect(missing.status == 3)
-        #expect(missing.stderr.contains("dreamnet-healthd, which runs the probe, is not installed"), "\(missing.stderr)")
+        #expect(missing.stderr.contains("cannot probe: its program is not installed (looked at /nonexistent/dreamnet-probe)"), "\(missing.stderr)")
     }
 
     @Test func aSecondDaemonCannotStealTheSocket() throws {

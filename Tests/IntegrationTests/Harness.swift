@@ -9,6 +9,7 @@ import TestSupport
 enum Binaries {
     static var daemon: URL { productsDirectory().appendingPathComponent("dreamnet-healthd") }
     static var control: URL { productsDirectory().appendingPathComponent("dreamnet-healthctl") }
+    static var probe: URL { productsDirectory().appendingPathComponent("dreamnet-probe") }
 
     /// `dreamnet-healthctl ARGS`, without a DATABASE_URL of the test process leaking in.
     static func healthctl(_ arguments: [String], environment: [String: String] = [:]) throws -> ProcessOutput {
@@ -174,6 +175,13 @@ final class RunningDaemon {
 
     func events() async throws -> [EventDocument] {
         try JSONDecoder().decode(EventsDocument.self, from: Data(try await get("/events?limit=1000").body)).events
+    }
+
+    /// Probes that logged in (`dreamnet_healthd_probe_connections_total{connection="fresh"}`).
+    func freshProbes() async throws -> Int {
+        let metrics = String(decoding: try await get("/metrics").body, as: UTF8.self)
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix("dreamnet_healthd_probe_connections_total{connection=\"fresh\"}") }
+        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
     }
 }
 

@@ -91,7 +91,7 @@ import TestSupport
         _ = try #require(try await daemon.waitFor(.healthy))
         let before = try #require(try await waitForKeptBackend(cluster, excluding: []))
         _ = try #require(try await daemon.waitForStatus(timeout: .seconds(10)) { $0.lastProbe?.connection == "session" })
-        let freshBefore = try await freshProbes(daemon)
+        let freshBefore = try await daemon.freshProbes()
         let restartBegan = Date()
         try cluster.restart()
         // A probe after the restart ran on a fresh connection, and the kept session is a new one.
@@ -99,19 +99,13 @@ import TestSupport
         #expect(after != before)
         let started = try cluster.psql("SELECT extract(epoch FROM backend_start) FROM pg_stat_activity WHERE pid = \(after)")
         #expect((Double(started) ?? 0) >= restartBegan.timeIntervalSince1970, "kept backend started at \(started)")
-        let freshAfter = try await freshProbes(daemon)
+        let freshAfter = try await daemon.freshProbes()
         #expect(freshAfter > freshBefore, "no fresh connection after the restart (\(freshBefore) → \(freshAfter))")
         // Routine probes go back to the kept session.
         let routine = try await daemon.waitForStatus(timeout: .seconds(10)) {
             $0.lastProbe?.connection == "session" && $0.lastProbe?.ok == true
         }
         #expect(routine != nil)
-    }
-
-    private func freshProbes(_ daemon: RunningDaemon) async throws -> Int {
-        let metrics = String(decoding: try await daemon.get("/metrics").body, as: UTF8.self)
-        let line = metrics.split(separator: "\n").first { $0.hasPrefix("dreamnet_healthd_probe_connections_total{connection=\"fresh\"}") }
-        return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
     }
 
     /// Probe and delivery hold at most one connection each: while the state changes, sessions

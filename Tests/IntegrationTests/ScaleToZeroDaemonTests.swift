@@ -64,17 +64,23 @@ import TestSupport
         // once, and the cold start is no failure.
         let returned = ContinuousClock.now
         let relayedBefore = standIn.counts.relayed
-        application.resume(for: .seconds(4))
+        let freshBefore = try await daemon.freshProbes()
+        // Busy for longer than the cold start and the checks below take on a loaded machine:
+        // a stretch that ended before the daemon followed would be a sleep, not this test.
+        application.resume(for: .seconds(12))
         let awake = try await daemon.waitForStatus(timeout: .seconds(10)) {
             $0.sleep?.phase == "following" && $0.lastProbe?.ok == true && ($0.lastProbe?.ageMs ?? .max) < 1_000
         }
         #expect(awake != nil, "the daemon did not follow the application back")
         #expect(ContinuousClock.now - returned < .seconds(8))
         #expect(awake?.state == "healthy")
-        // Two logins for the stretch: the application's, and the daemon's wake, whose
-        // connection the probes that follow keep using.
+        // One login of the probes for the stretch, the wake, whose connection the probes that
+        // follow keep using; beside it the application's, and the delivery's own if it found a
+        // probe on the kept session when it wrote the sleep's and the wake's rows.
         try await Task.sleep(for: .seconds(2))
-        #expect(standIn.counts.relayed - relayedBefore == 2, "\(standIn.counts.relayed - relayedBefore) connections for the stretch")
+        #expect(try await daemon.freshProbes() - freshBefore == 1)
+        let relayed = standIn.counts.relayed - relayedBefore
+        #expect((2...3).contains(relayed), "\(relayed) connections for the stretch")
         let transitions = try await daemon.events().filter { $0.to == "unhealthy" }
         #expect(transitions.isEmpty, "\(transitions)")
         #expect(application.errors.isEmpty || application.errors.allSatisfy { $0.sqlstate == "57P01" }, "\(application.errors)")

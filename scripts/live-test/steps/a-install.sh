@@ -5,7 +5,9 @@
 # Checks that apt installs the .deb and the service comes up not-configured (exit 1) before it
 # has a URL; that with the URL in the credential file `systemctl start` returns after READY=1
 # with a verdict (healthy) and systemctl status shows the STATUS line; that a member of the
-# group dreamnet-health may query and anyone else gets exit 3 and a hint naming the group.
+# group dreamnet-health may query and anyone else gets exit 3 and a hint naming the group; and
+# that the installed `dreamnet-healthctl probe` runs its program from /usr/libexec (the CLI
+# links no libpq).
 # Needs only the harness (the container, its PostgreSQL, /root/first.deb). Leaves for the
 # steps after it: the package installed, the URL in /etc/dreamnet-healthd/database-url,
 # flap_threshold = 100, the service enabled and healthy, the users member and outsider.
@@ -36,6 +38,13 @@ check "a verdict right after start (healthy, exit 0)" [ "$code" = 0 ]
 status_line=$(ct systemctl status dreamnet-healthd --no-pager | sed -n 's/^ *Status: //p')
 say "systemctl status: Status: $status_line"
 check "systemctl status shows the STATUS line" grep -q 'database healthy' <<<"$status_line"
+code=0
+out=$(ct sh -c 'DATABASE_URL=$(cat /etc/dreamnet-healthd/database-url) dreamnet-healthctl probe') || code=$?
+links=$(ct ldd /usr/bin/dreamnet-healthctl | awk '{print $1}' | xargs)
+program=$(ct sh -c 'test -x /usr/libexec/dreamnet-healthd/dreamnet-probe && echo installed')
+say "dreamnet-healthctl probe: exit $code: $(echo "$out" | head -n 1); the CLI links: $links; its probe program: ${program:-missing}"
+check "the installed CLI probes (exit 0) with /usr/libexec/dreamnet-healthd/dreamnet-probe, and links no libpq" \
+    bash -c "[[ $code == 0 && ${program:-missing} == installed && ' $links ' != *libpq* ]]"
 ct useradd -m -G dreamnet-health member
 ct useradd -m outsider
 code=0

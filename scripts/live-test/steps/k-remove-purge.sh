@@ -17,7 +17,7 @@ check "configuration and credential kept until purge" ct test -e /etc/dreamnet-h
 ct env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q dreamnet-healthd >"$work/logs/apt-purge.log" 2>&1
 looked_for=(/etc/dreamnet-healthd /etc/logrotate.d/dreamnet-healthd /var/lib/dreamnet-healthd /var/lib/private/dreamnet-healthd
     /var/log/dreamnet-healthd /var/log/private/dreamnet-healthd /run/dreamnet-healthd /run/dreamnet-healthd.sock
-    /usr/sbin/dreamnet-healthd /usr/bin/dreamnet-healthctl /usr/lib/systemd/system/dreamnet-healthd.service
+    /usr/sbin/dreamnet-healthd /usr/bin/dreamnet-healthctl /usr/libexec/dreamnet-healthd /usr/lib/systemd/system/dreamnet-healthd.service
     /usr/lib/systemd/system/dreamnet-healthd.socket /etc/systemd/system/dreamnet-healthd.service
     /etc/systemd/system/multi-user.target.wants/dreamnet-healthd.service /etc/systemd/system/sockets.target.wants/dreamnet-healthd.socket
     /usr/lib/sysusers.d/dreamnet-healthd.conf /usr/share/doc/dreamnet-healthd /usr/share/man/man8/dreamnet-healthd.8.gz
