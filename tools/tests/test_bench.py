@@ -222,6 +222,21 @@ class SteadyTests(unittest.TestCase):
         self.assertIn("`dreamnet-healthctl status`: 12.00 ms per call against 7.33 for the `pg_isready` binary (goal ≤ 0.5 ×: NOT met)", verdicts[1])
         self.assertIn("PSS 19.3 MiB against the exporter's 15.8 (goal ≤: NOT met)", verdicts[-1])
 
+    def test_what_the_calls_cost_before_their_work(self):
+        tally = lambda calls, cpu: {**common.new_tally(), "calls": calls, "cpu": cpu, "maxrss": 10240}
+        starts = {"isready_version": tally(60, 0.30), "ctl_version": tally(60, 0.24), "ctl_hop": tally(60, 0.18),
+                  "probe_program": tally(60, 0.54)}
+        r = steady_result(starts=starts)
+        self.assertIn("| `dreamnet-healthctl --version`: the CLI's binary and its argument parser, nothing asked | 60 | 4.000 | | 10.0 (peak) | | |",
+                      steady.rows(r))
+        verdicts = " ".join(steady.verdicts(r))
+        self.assertIn("`pg_isready --version` 5.00 ms, `dreamnet-healthctl --version` 4.00 ms (0.55 × `pg_isready`), "
+                      "so `status` does its request and its answer in 8.00 ms.", verdicts)
+        self.assertIn("the hop to its program (3.00 ms, `/bin/true` included) and the program (9.00 ms alone, +1.67 ms against `pg_isready`)",
+                      verdicts)
+        # A run without them (an older binary) says nothing of them.
+        self.assertNotIn("--version", " ".join(steady.rows(steady_result())) + " ".join(steady.verdicts(steady_result())))
+
     def test_sizes_table(self):
         self.assertEqual(steady.sizes_table({"`dreamnet-healthd`": (20.4, 51.0), "`pg_isready`": (0.1, None)}),
                          "| binary | as the package installs it | as built |\n|---|---|---|\n"

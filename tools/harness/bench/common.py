@@ -79,6 +79,10 @@ class Settings:
         return f"{self.bin_dir}/dreamnet-healthctl"
 
     @property
+    def probe_bin(self) -> str:
+        return f"{self.bin_dir}/dreamnet-probe"
+
+    @property
     def loadgen_bin(self) -> str:
         return f"{self.bin_dir}/dreamnet-loadgen"
 
@@ -216,12 +220,15 @@ def new_tally() -> dict:
     return {"calls": 0, "failed": 0, "cpu": 0.0, "wall": 0.0, "maxrss": 0}
 
 
-def paced_process(cmd: list[str], tally: dict, offset: float):
+def paced_process(cmd: list[str], tally: dict, offset: float, env: dict[str, str] | None = None):
     """Runs `cmd` once a second, `offset` seconds into each second, and adds each run's CPU
-    (from wait4: the whole process, start-up and exit included) to `tally`."""
+    (from wait4: the whole process, start-up and exit included) to `tally`. `env`: variables
+    set for it, on top of this process's."""
+    environment = {**os.environ, **env} if env else None
+
     def run_once():
         t = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         tally["calls"] += 1

@@ -37,6 +37,18 @@ class SteadyResult:
     sizes: dict  # binary: (as installed MB, as built MB or None)
     path_isready: str | None = None
     isready_on_path: dict = field(default_factory=new_tally)
+    # What the CLI's calls cost before their work, in the CLI's window: STARTS' names → tallies.
+    starts: dict = field(default_factory=dict)
+
+
+# Processes that do no work, beside the CLI's calls: where the floor of each call is. Name, what
+# it is, and how the window runs it (filled in by `run`).
+STARTS = (
+    ("isready_version", "`pg_isready --version`: libpq's chain of libraries loaded, nothing done"),
+    ("ctl_version", "`dreamnet-healthctl --version`: the CLI's binary and its argument parser, nothing asked"),
+    ("ctl_hop", "`dreamnet-healthctl probe` running `/bin/true` for its probe program: the hop to it"),
+    ("probe_program", "`dreamnet-probe` alone, the probe of `dreamnet-healthctl probe` without the hop"),
+)
 
 
 def floor_ms(window: dict) -> float:
@@ -87,6 +99,8 @@ def rows(r: SteadyResult) -> list[str]:
           if r.path_isready else []),
         f"| `dreamnet-healthctl status` (a process each time) | {r.ctl_status['calls']} | **{per_call_ms(r.ctl_status):.3f}** | | {r.ctl_status['maxrss'] / 1024:.1f} (peak) | | |",
         f"| `dreamnet-healthctl probe` (a process each time, a fresh connection) | {r.ctl_probe['calls']} | **{per_call_ms(r.ctl_probe):.3f}** | | {r.ctl_probe['maxrss'] / 1024:.1f} (peak) | | |",
+        *[f"| {text} | {r.starts[name]['calls']} | {per_call_ms(r.starts[name]):.3f} | | {r.starts[name]['maxrss'] / 1024:.1f} (peak) | | |"
+          for name, text in STARTS if r.starts.get(name, {}).get("calls")],
         f"| prometheus-postgres-exporter, one `/metrics` scrape | {r.scrapes} | {r.exporter_cpu_s / max(r.scrapes, 1) * 1000:.3f} | | {e_mem['VmRSS']:.1f} / {e_mem['VmHWM']:.1f} | {e_mem['RssAnon']:.1f} | {e_mem['Pss']:.1f} |",
     ]
     return out
@@ -105,6 +119,14 @@ def verdicts(r: SteadyResult) -> list[str]:
                    f"(goal {goal}: {met(holds(per_call_ms(tally)))})"
                    + (f" and {per_call_ms(r.isready_on_path):.2f} for `pg_isready` as found on the `PATH` "
                       f"({'less' if per_call_ms(tally) < per_call_ms(r.isready_on_path) else 'not less'})" if r.path_isready else "") + ".")
+    starts = {name: per_call_ms(t) for name, t in r.starts.items() if t["calls"]}
+    if {"isready_version", "ctl_version"} <= starts.keys():
+        out.append(f"Before any work: `pg_isready --version` {starts['isready_version']:.2f} ms, `dreamnet-healthctl --version` "
+                   f"{starts['ctl_version']:.2f} ms ({starts['ctl_version'] / isready_ms:.2f} × `pg_isready`), so `status` does "
+                   f"its request and its answer in {per_call_ms(r.ctl_status) - starts['ctl_version']:.2f} ms.")
+    if {"ctl_hop", "probe_program"} <= starts.keys():
+        out.append(f"`probe` is the hop to its program ({starts['ctl_hop']:.2f} ms, `/bin/true` included) and the program "
+                   f"({starts['probe_program']:.2f} ms alone, {starts['probe_program'] - isready_ms:+.2f} ms against `pg_isready`).")
     e_mem = r.exporter_memory
     for mode in r.modes:
         m = r.windows[mode]["memory"]
@@ -129,7 +151,7 @@ def title(seconds: int) -> str:
 
 def section(r: SteadyResult) -> tuple[str, str]:
     failed = {name: t["failed"] for name, t in (("pg_isready", r.isready), ("healthctl status", r.ctl_status),
-                                               ("healthctl probe", r.ctl_probe)) if t["failed"]}
+                                               ("healthctl probe", r.ctl_probe), *r.starts.items()) if t["failed"]}
     notes = [
         " ".join(verdicts(r)),
         f"The floor without pauses (2 000 probes back to back, as a loop in a benchmark would run it): "
@@ -183,6 +205,7 @@ def run(bench: Bench) -> tuple[str, str]:
     scrape_loop = paced(scrape, 1, offset=0.8)
     isready_cmd = [f"{pg_bin}/pg_isready", "-h", "127.0.0.1", "-p", str(port), "-t", "1"]
     isready, ctl_status, ctl_probe, isready_on_path = new_tally(), new_tally(), new_tally(), new_tally()
+    starts: dict = {}
     # What a cron job or a Nagios check runs as `pg_isready`: on Debian, /usr/bin/pg_isready is
     # pg_wrapper (Perl), which picks a cluster's version and then runs the binary measured above.
     path_isready = shutil.which("pg_isready")
@@ -233,6 +256,11 @@ def run(bench: Bench) -> tuple[str, str]:
                      paced_process([s.ctl_bin, "probe", "--database-url", s.url], ctl_probe, 0.8)]
             if path_isready:
                 loops.append(paced_process([path_isready, "-h", "127.0.0.1", "-p", str(port), "-t", "1"], isready_on_path, 0.35))
+            starts = {name: new_tally() for name, _ in STARTS}
+            loops += [paced_process([f"{pg_bin}/pg_isready", "--version"], starts["isready_version"], 0.05),
+                      paced_process([s.ctl_bin, "--version"], starts["ctl_version"], 0.6),
+                      paced_process([s.ctl_bin, "probe"], starts["ctl_hop"], 0.65, env={"DREAMNET_PROBE": "/bin/true"}),
+                      paced_process([s.probe_bin, "probe", "--database-url", s.url], starts["probe_program"], 0.9)]
             run_threads(loops, seconds, stop)
         daemon.stop()
     e_mem = procstat.memory(exporter_proc.pid)
@@ -243,10 +271,11 @@ def run(bench: Bench) -> tuple[str, str]:
                                              capture_output=True, text=True).stdout)
     sizes = {"`dreamnet-healthd`": (mib(f"{work}/installed/dreamnet-healthd"), mib(s.daemon_bin)),
              "`dreamnet-healthctl`": (mib(f"{work}/installed/dreamnet-healthctl"), mib(s.ctl_bin)),
+             "`dreamnet-probe`": (mib(f"{work}/installed/dreamnet-probe"), mib(s.probe_bin)),
              "prometheus-postgres-exporter (Debian's, for comparison)": (mib(EXPORTER), None),
              "`pg_isready` (Debian's, for comparison)": (mib(f"{pg_bin}/pg_isready"), None)}
     result = SteadyResult(seconds, modes, windows, isready, ctl_status, ctl_probe, scrapes[0],
                           exporter_cpu["after"] - exporter_cpu["before"], e_mem, back_to_back, sizes,
-                          path_isready, isready_on_path)
+                          path_isready, isready_on_path, starts)
     bench.figures.update(figures(result))
     return section(result)
