@@ -22,7 +22,10 @@ struct Probe: ParsableCommand {
     /// `main` calls this before parsing anything: the probe program parses the same options
     /// (`ProbeOptions`), and this program's own start-up is then all it costs on top of it.
     static func runProbeProgram(arguments: [String]) -> Never {
-        let candidates = programCandidates(environment: ProcessInfo.processInfo.environment)
+        // getenv, not ProcessInfo's environment, which copies all of it into a dictionary:
+        // this runs in every `probe` before anything else.
+        let chosen = getenv("DREAMNET_PROBE").map { String(cString: $0) }
+        let candidates = programCandidates(chosen: chosen)
         guard let program = candidates.first(where: { access($0, X_OK) == 0 }) else {
             writeError("cannot probe: its program is not installed (looked at \(candidates.joined(separator: ", ")))")
             Glibc.exit(ExitVerdict.unknown.rawValue)
@@ -37,11 +40,11 @@ struct Probe: ParsableCommand {
 
     static let programName = "dreamnet-probe"
 
-    /// Where the probe program is: `DREAMNET_PROBE` if set; else beside this program (a build
-    /// directory); else in the libexec directory beside this program's bin directory (`/usr`,
-    /// `/usr/local`, any `--prefix`); else where the package installs it.
-    static func programCandidates(environment: [String: String]) -> [String] {
-        if let chosen = environment["DREAMNET_PROBE"], !chosen.isEmpty { return [chosen] }
+    /// Where the probe program is: `chosen` (`DREAMNET_PROBE`) if set; else beside this program
+    /// (a build directory); else in the libexec directory beside this program's bin directory
+    /// (`/usr`, `/usr/local`, any `--prefix`); else where the package installs it.
+    static func programCandidates(chosen: String?) -> [String] {
+        if let chosen, !chosen.isEmpty { return [chosen] }
         var candidates: [String] = []
         var path = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = readlink("/proc/self/exe", &path, path.count - 1)

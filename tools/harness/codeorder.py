@@ -12,10 +12,11 @@ in the binary are skipped, so a stale file costs memory, never correctness; rege
 This runs the symbol-table copy of a release daemon under valgrind's callgrind against a
 throwaway cluster: start-up, probes at 1 Hz, every status route, a reload; then it takes the
 functions of the daemon's own binary from callgrind's output. With `--control`, the CLI's
-`status` and `events` too, whose functions follow the daemon's: lld orders each binary by the
-names it has, so one file serves both.
+`status`, `events` and `probe`'s hop to its program too, and with `--probe`, that program's
+probe, whose functions follow the daemon's: lld orders each binary by the names it has, so one
+file serves all three.
 
-    python3 -m harness.codeorder --daemon BIN [--control BIN] --pg-bin DIR --out packaging/code-order.txt
+    python3 -m harness.codeorder --daemon BIN [--control BIN] [--probe BIN] --pg-bin DIR --out packaging/code-order.txt
 """
 
 from __future__ import annotations
@@ -92,23 +93,30 @@ def symbols_copy(binary: str, work: str) -> str:
     return copy
 
 
-def profile_control(control: str, socket_path: str, work: str) -> str:
-    """callgrind's output of the CLI's commands that ask the daemon, one after the other."""
-    copy = symbols_copy(control, work)
+def profile_commands(binary: str, commands: list[list[str]], work: str, environment: dict[str, str] | None = None) -> str:
+    """callgrind's output of `binary` running each of `commands`, one after the other."""
+    copy = symbols_copy(binary, work)
     outputs = []
-    for index, command in enumerate((["status"], ["events"], ["status", "--json"])):
-        output = f"{work}/callgrind-control-{index}.out"
-        subprocess.run(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={output}", copy,
-                        "--socket", socket_path, *command],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    for index, command in enumerate(commands):
+        output = f"{work}/callgrind-{os.path.basename(binary)}-{index}.out"
+        subprocess.run(["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={output}", copy, *command],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300, env=environment)
         with open(output, encoding="utf-8", errors="replace") as f:
             outputs.append(f.read())
     return "\n".join(outputs)
 
 
-def profile(daemon: str, pg_bin: str, seconds: float, work: str, control: str | None = None) -> tuple[str, str]:
-    """callgrind's output of the daemon under the workload, and of the CLI's commands
-    meanwhile (empty without `control`)."""
+def control_commands(socket_path: str) -> list[list[str]]:
+    """The CLI's commands that ask the daemon, and `probe`'s hop to its program."""
+    return [["--socket", socket_path, "status"], ["--socket", socket_path, "events"],
+            ["--socket", socket_path, "status", "--json"], ["probe", "--timeout", "1s"]]
+
+
+def profile(daemon: str, pg_bin: str, seconds: float, work: str, control: str | None = None,
+            probe: str | None = None) -> tuple[str, str, str]:
+    """callgrind's output of the daemon under the workload, of the CLI's commands meanwhile
+    (empty without `control`) and of the probe program probing the same database (empty
+    without `probe`)."""
     cluster = Cluster.create(pg_bin, f"{work}/cluster")
     try:
         copy = symbols_copy(daemon, work)
@@ -131,12 +139,17 @@ def profile(daemon: str, pg_bin: str, seconds: float, work: str, control: str | 
                     raise RuntimeError(f"the daemon did not start under valgrind; see {work}/daemon.log")
                 time.sleep(0.5)
             workload(socket_path, seconds, process.pid)
-            control_output = profile_control(control, socket_path, work) if control else ""
+            # `probe` with a program that does nothing: what runs is the CLI's hop.
+            control_output = (profile_commands(control, control_commands(socket_path), work, {**environment, "DREAMNET_PROBE": "/bin/true"})
+                              if control else "")
+            url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+            probe_output = (profile_commands(probe, [["probe", "--database-url", url], ["probe", "--database-url", url, "--json"]],
+                                             work, environment) if probe else "")
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=120)
         with open(output, encoding="utf-8", errors="replace") as f:
-            return f.read(), control_output
+            return f.read(), control_output, probe_output
     finally:
         cluster.shut_down()
 
@@ -145,6 +158,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="harness.codeorder", description=__doc__.split("\n\n")[0])
     parser.add_argument("--daemon", required=True, help="the release build's dreamnet-healthd (unstripped)")
     parser.add_argument("--control", help="the release build's dreamnet-healthctl (unstripped)")
+    parser.add_argument("--probe", help="the release build's dreamnet-probe (unstripped)")
     parser.add_argument("--pg-bin", required=True)
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--out", required=True)
@@ -153,10 +167,12 @@ def main(argv: list[str]) -> int:
     # The cluster's user (postgres, when run as root) must be able to enter it.
     os.chmod(work, 0o755)
     try:
-        daemon_run, control_run = profile(arguments.daemon, arguments.pg_bin, arguments.seconds, work, arguments.control)
-        names = executed_functions(daemon_run, "dreamnet-healthd")
-        known = set(names)
-        names += [name for name in executed_functions(control_run, "dreamnet-healthctl") if name not in known]
+        runs = profile(arguments.daemon, arguments.pg_bin, arguments.seconds, work, arguments.control, arguments.probe)
+        names = []
+        known = set()
+        for run, binary in zip(runs, ("dreamnet-healthd", "dreamnet-healthctl", "dreamnet-probe")):
+            names += [name for name in executed_functions(run, binary) if name not in known]
+            known = set(names)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if len(names) < 1000:
