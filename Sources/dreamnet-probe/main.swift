@@ -19,4 +19,7 @@ struct ControlProbeCommand: ParsableCommand {
     }
 }
 
-OneShotCommand.main(ControlProbeCommand.self, arguments: Array(CommandLine.arguments.dropFirst(2)))
+// `dreamnet-healthctl probe ARGUMENTS` from the CLI; run by hand (or by the tools that document
+// the programs, `--experimental-dump-help`), without the `probe`.
+let given = CommandLine.arguments.dropFirst()
+OneShotCommand.main(ControlProbeCommand.self, arguments: Array(given.first == "probe" ? given.dropFirst() : given))
