@@ -75,8 +75,8 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]
         ),
-        // `probe`'s options, which `dreamnet-healthctl probe` and `dreamnet-healthd probe` share:
-        // the CLI validates them and hands them to the daemon's binary, which links libpq.
+        // `probe`'s options, which the CLI, dreamnet-probe (which runs the CLI's `probe`) and
+        // `dreamnet-healthd probe` parse, and how such one-shot commands start and end.
         .target(
             name: "ProbeCommandLine",
             dependencies: ["HealthCore", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -27,7 +27,7 @@ struct Probe: ParsableCommand {
         let chosen = getenv("DREAMNET_PROBE").map { String(cString: $0) }
         let candidates = programCandidates(chosen: chosen)
         guard let program = candidates.first(where: { access($0, X_OK) == 0 }) else {
-            writeError("cannot probe: its program is not installed (looked at \(candidates.joined(separator: ", ")))")
+            writeError("cannot probe: \(programName), which runs the probe, is not installed (looked at \(candidates.joined(separator: ", ")))")
             Glibc.exit(ExitVerdict.unknown.rawValue)
         }
         // Its messages and usage carry this program's name (argv[0]).

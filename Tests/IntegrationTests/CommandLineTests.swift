@@ -101,7 +101,7 @@ import TestSupport
         // Without the probe program the probe says so, and is no verdict.
         let missing = try Binaries.healthctl(["probe", "--database-url", url], environment: ["DREAMNET_PROBE": "/nonexistent/dreamnet-probe"])
         #expect(missing.status == 3)
-        #expect(missing.stderr.contains("cannot probe: its program is not installed (looked at /nonexistent/dreamnet-probe)"), "\(missing.stderr)")
+        #expect(missing.stderr.contains("cannot probe: dreamnet-probe, which runs the probe, is not installed (looked at /nonexistent/dreamnet-probe)"), "\(missing.stderr)")
     }
 
     @Test func aSecondDaemonCannotStealTheSocket() throws {

@@ -15,6 +15,7 @@ enum Binaries {
     static func healthctl(_ arguments: [String], environment: [String: String] = [:]) throws -> ProcessOutput {
         var env = ProcessInfo.processInfo.environment
         env["DATABASE_URL"] = nil
+        env["DREAMNET_PROBE"] = nil  // the build's own, beside the CLI
         env.merge(environment) { $1 }
         return try runProcess(control, arguments, environment: env, timeout: .seconds(30))
     }

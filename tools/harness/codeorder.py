@@ -106,6 +106,17 @@ def profile_commands(binary: str, commands: list[list[str]], work: str, environm
     return "\n".join(outputs)
 
 
+def unrunnable_program(work: str) -> str:
+    """An empty executable file: `execv` refuses it (ENOEXEC), so the CLI's `probe` runs its
+    whole hop and then exits by itself, and callgrind writes its profile. (A program the hop
+    could run would replace the CLI's process first, profile unwritten.)"""
+    path = f"{work}/unrunnable-probe-program"
+    with open(path, "w"):
+        pass
+    os.chmod(path, 0o755)
+    return path
+
+
 def control_commands(socket_path: str) -> list[list[str]]:
     """The CLI's commands that ask the daemon, and `probe`'s hop to its program."""
     return [["--socket", socket_path, "status"], ["--socket", socket_path, "events"],
@@ -139,8 +150,8 @@ def profile(daemon: str, pg_bin: str, seconds: float, work: str, control: str | 
                     raise RuntimeError(f"the daemon did not start under valgrind; see {work}/daemon.log")
                 time.sleep(0.5)
             workload(socket_path, seconds, process.pid)
-            # `probe` with a program that does nothing: what runs is the CLI's hop.
-            control_output = (profile_commands(control, control_commands(socket_path), work, {**environment, "DREAMNET_PROBE": "/bin/true"})
+            control_output = (profile_commands(control, control_commands(socket_path), work,
+                                               {**environment, "DREAMNET_PROBE": unrunnable_program(work)})
                               if control else "")
             url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
             probe_output = (profile_commands(probe, [["probe", "--database-url", url], ["probe", "--database-url", url, "--json"]],

@@ -1,3 +1,7 @@
+import errno
+import os
+import subprocess
+import tempfile
 import unittest
 
 from harness import codeorder
@@ -46,3 +50,13 @@ class ExecutedFunctionsTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class UnrunnableProgramTests(unittest.TestCase):
+    def test_it_is_executable_and_exec_refuses_it(self):
+        with tempfile.TemporaryDirectory() as work:
+            path = codeorder.unrunnable_program(work)
+            self.assertTrue(os.access(path, os.X_OK))
+            with self.assertRaises(OSError) as refused:
+                subprocess.run([path], check=False)
+            self.assertEqual(refused.exception.errno, errno.ENOEXEC)

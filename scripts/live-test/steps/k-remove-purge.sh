@@ -9,7 +9,7 @@
 # shellcheck disable=SC2154 # work and conf come from the harness
 
 ct env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q dreamnet-healthd >"$work/logs/apt-remove.log" 2>&1
-say "after remove: service $(ct systemctl is-active dreamnet-healthd.service), is-enabled '$(ct systemctl is-enabled dreamnet-healthd.service 2>&1)', binaries $(ct sh -c 'ls /usr/sbin/dreamnet-healthd /usr/bin/dreamnet-healthctl 2>/dev/null | wc -l'), config kept: $(ct sh -c 'ls /etc/dreamnet-healthd | xargs')"
+say "after remove: service $(ct systemctl is-active dreamnet-healthd.service), is-enabled '$(ct systemctl is-enabled dreamnet-healthd.service 2>&1)', binaries $(ct sh -c 'ls /usr/sbin/dreamnet-healthd /usr/bin/dreamnet-healthctl /usr/libexec/dreamnet-healthd/dreamnet-probe 2>/dev/null | wc -l'), config kept: $(ct sh -c 'ls /etc/dreamnet-healthd | xargs')"
 check "stopped" [ "$(ct systemctl is-active dreamnet-healthd.service)" != active ]
 cannot_start() { ! ct systemctl start dreamnet-healthd 2>/dev/null; }
 check "cannot be started (no unit file; masked, as debhelper does)" cannot_start
