@@ -29,6 +29,12 @@ RELEASE_BUILD_FLAGS=(-c release --static-swift-stdlib -Xswiftc -use-ld=lld -Xlin
     -Xlinker --no-export-dynamic -Xswiftc -Xfrontend -Xswiftc -function-sections
     -Xlinker "--symbol-ordering-file=$DREAMNET_CODE_ORDER" -Xlinker --no-warn-symbol-ordering)
 
+# The programs the package ships (the daemon, the CLI, the CLI's probe program), as SwiftPM
+# products: what scripts/package builds and installs, scripts/code-order profiles and
+# scripts/bench measures.
+# shellcheck disable=SC2034 # used by the scripts that source this file
+SHIPPED_PROGRAMS=(dreamnet-healthd dreamnet-healthctl dreamnet-probe)
+
 # Strips binaries as the package installs them (and as dh_strip does): the symbol table and
 # debug information go, the dynamic symbols (the libraries' imports, with the flags above) stay.
 # scripts/bench reports the sizes this leaves.

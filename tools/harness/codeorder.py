@@ -133,12 +133,13 @@ def profile(daemon: str, pg_bin: str, seconds: float, work: str, control: str | 
         copy = symbols_copy(daemon, work)
         output = f"{work}/callgrind.out"
         socket_path = f"{work}/status.sock"
+        url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
         environment = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NOTIFY_SOCKET")}
         environment["GNUTLS_NO_IMPLICIT_INIT"] = "1"
         with open(f"{work}/daemon.log", "wb") as log:
             process = subprocess.Popen(
                 ["valgrind", "--tool=callgrind", "--demangle=no", f"--callgrind-out-file={output}", copy,
-                 "--database-url", f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres",
+                 "--database-url", url,
                  "--interval", "1s", "--socket", socket_path, "--state-dir", f"{work}/state",
                  "--alert-log", f"{work}/alerts.log", "--log-level", "warning"],
                 env=environment, stdout=log, stderr=log,
@@ -153,7 +154,6 @@ def profile(daemon: str, pg_bin: str, seconds: float, work: str, control: str | 
             control_output = (profile_commands(control, control_commands(socket_path), work,
                                                {**environment, "DREAMNET_PROBE": unrunnable_program(work)})
                               if control else "")
-            url = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
             probe_output = (profile_commands(probe, [["probe", "--database-url", url], ["probe", "--database-url", url, "--json"]],
                                              work, environment) if probe else "")
         finally:

@@ -41,8 +41,8 @@ class SteadyResult:
     starts: dict = field(default_factory=dict)
 
 
-# Processes that do no work, beside the CLI's calls: where the floor of each call is. Name, what
-# it is, and how the window runs it (filled in by `run`).
+# Processes that do no work, or only part of it, beside the CLI's calls: where the floor of each
+# call is. Name (a key of SteadyResult.starts) and what it is; `run` starts them.
 STARTS = (
     ("isready_version", "`pg_isready --version`: libpq's chain of libraries loaded, nothing done"),
     ("ctl_version", "`dreamnet-healthctl --version`: the CLI's binary and its argument parser, nothing asked"),
