@@ -65,6 +65,8 @@ public final class ScaleToZeroStandIn: Sendable {
         var upIntervals: [(from: ContinuousClock.Instant, to: ContinuousClock.Instant?)] = []
         var relayed = 0
         var refused = 0
+        /// When each connection held by `.hold` arrived.
+        var holds: [ContinuousClock.Instant] = []
     }
 
     /// `suspendAfter`: idle time before suspending; `coldStart`: added to each wake after the
@@ -140,6 +142,9 @@ public final class ScaleToZeroStandIn: Sendable {
 
     /// The last time any client connection sent a byte.
     public var lastClientBytes: ContinuousClock.Instant? { state.withLock { $0.lastClientBytes } }
+
+    /// When each connection held by `.hold` (a compute that never comes up) arrived, oldest first.
+    public var holds: [ContinuousClock.Instant] { state.withLock { $0.holds } }
 
     /// Connections relayed to the server, and connections refused by `.refuse`.
     public var counts: (relayed: Int, refused: Int) { state.withLock { ($0.relayed, $0.refused) } }
@@ -251,6 +256,7 @@ public final class ScaleToZeroStandIn: Sendable {
     }
 
     private func serve(_ client: Int32) {
+        var held = false
         while true {
             let next = state.withLock { state -> Next in
                 if state.closed { return .quit }
@@ -266,6 +272,8 @@ public final class ScaleToZeroStandIn: Sendable {
                         state.refused += 1
                         return .refuse
                     case .hold?:
+                        if !held { state.holds.append(.now) }
+                        held = true
                         return .wait
                     case nil:
                         state.phase = .waking
